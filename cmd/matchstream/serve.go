@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+
+	"matchstream/daemon"
+	"matchstream/daemon/listen"
+)
+
+const defaultConfigFile = "/etc/matchstream/matchstream.toml"
+
+// defaultStateDir is systemd's StateDirectory= when running under it, else the packaged path.
+func defaultStateDir() string {
+	if d := os.Getenv("STATE_DIRECTORY"); d != "" {
+		return filepath.SplitList(d)[0]
+	}
+	return daemon.DefaultStateDir
+}
+
+func serveFlags() []cli.Flag {
+	d := daemon.Default()
+	return append([]cli.Flag{
+		&cli.StringFlag{Name: "config", Value: defaultConfigFile, EnvVars: env("config"),
+			Usage: "TOML config file (keys are these flags' names); the default file may be absent"},
+		&cli.BoolFlag{Name: "check", Usage: "validate the configuration, print it and exit"},
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "api", Value: d.Listen.API, EnvVars: env("api"),
+			Usage: "host:port of the HTTP API"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "stream", Value: daemon.DefaultStream, EnvVars: env("stream"),
+			Usage: "stream listeners as host:first-last, one listener per port"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "backlog", Value: d.Listen.Backlog, EnvVars: env("backlog"),
+			Usage: "listen(2) backlog of self-bound sockets; the kernel caps it at net.core.somaxconn"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "state-dir", Value: defaultStateDir(), EnvVars: env("state-dir"),
+			Usage: "directory for the embedded store and the generated watcher token"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "store", EnvVars: env("store"), DefaultText: "bolt://<state-dir>/matchstream.db",
+			Usage: "store URL: bolt:///path/file.db (embedded, single node)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "watcher-token", EnvVars: env("watcher-token"),
+			Usage: "bearer token watchers must send to post events (prefer --watcher-token-file)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "watcher-token-file", EnvVars: env("watcher-token-file"),
+			DefaultText: "<state-dir>/watcher.token",
+			Usage:       "file holding the watcher token; created with a random token if absent"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "handshake-timeout", Value: d.Stream.HandshakeTimeout, EnvVars: env("handshake-timeout"),
+			Usage: "a client that sends no connect line within this gets ERROR: timeout"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-line", Value: d.Stream.MaxLine, EnvVars: env("max-line"),
+			Usage: "longest connect line in bytes; longer gets ERROR: line_too_long"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "client-queue", Value: d.Hub.QueueLimit, EnvVars: env("client-queue"),
+			Usage: "frames queued per client before it is cut as a slow consumer"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "write-timeout", Value: d.Hub.WriteTimeout, EnvVars: env("write-timeout"),
+			Usage: "a client whose socket accepts nothing for this long is cut"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "keepalive", Value: d.Stream.KeepAlive, EnvVars: env("keepalive"),
+			Usage: "TCP keepalive idle time, to find half-open client connections (0 = off)"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-body", Value: d.API.MaxBodySize, EnvVars: env("max-body"),
+			Usage: "largest API request body in bytes"}),
+	}, logFlags()...)
+}
+
+func serveCommand() *cli.Command {
+	flags := serveFlags()
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run the daemon: stream ports, HTTP API, embedded store",
+		Description: "Holds client TCP connections on the stream ports and fans match events out to them.\n" +
+			"Under systemd socket activation the listeners come from matchstream.socket (fds named\n" +
+			"\"stream\") and matchstream-api.socket (\"api\"); otherwise serve binds them itself.\n" +
+			"SIGINT/SIGTERM shut it down cleanly.",
+		Flags:  flags,
+		Before: withConfigFile(flags),
+		Action: func(c *cli.Context) error {
+			cfg, err := configFrom(c)
+			if err != nil {
+				return err
+			}
+			if c.Bool("check") {
+				fmt.Fprintf(c.App.Writer, "configuration OK\napi %s\nstream %d ports %s..%s\nbacklog %d\nstore %s\nwatcher token file %s\n",
+					cfg.Listen.API, len(cfg.Listen.Stream), cfg.Listen.Stream[0], cfg.Listen.Stream[len(cfg.Listen.Stream)-1],
+					cfg.Listen.Backlog, cfg.StoreURL(), cfg.TokenFile())
+				return nil
+			}
+			log, err := newLogger(c, c.App.ErrWriter)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if err := daemon.Run(ctx, cfg, log); err != nil {
+				return failure(err, "")
+			}
+			return nil
+		},
+	}
+}
+
+// configFrom builds the one daemon Config from the parsed flags (which already merged env and file).
+func configFrom(c *cli.Context) (daemon.Config, error) {
+	cfg := daemon.Default()
+	cfg.StateDir = c.String("state-dir")
+	cfg.Store = c.String("store")
+	cfg.WatcherTokenFile = c.String("watcher-token-file")
+	cfg.API.WatcherToken = c.String("watcher-token")
+	cfg.API.MaxBodySize = c.Int("max-body")
+	cfg.Listen.API = c.String("api")
+	cfg.Listen.Backlog = c.Int("backlog")
+	cfg.Stream.HandshakeTimeout = c.Duration("handshake-timeout")
+	cfg.Stream.MaxLine = c.Int("max-line")
+	cfg.Stream.KeepAlive = c.Duration("keepalive")
+	cfg.Hub.QueueLimit = c.Int("client-queue")
+	cfg.Hub.WriteTimeout = c.Duration("write-timeout")
+	streams, err := listen.ParseRange(c.String("stream"))
+	if err != nil {
+		return cfg, usageErr(err, "")
+	}
+	cfg.Listen.Stream = streams
+	if err := cfg.Validate(); err != nil {
+		return cfg, usageErr(fmt.Errorf("invalid configuration: %w", err), "see 'matchstream serve --help'")
+	}
+	return cfg, nil
+}

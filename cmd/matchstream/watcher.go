@@ -1,0 +1,3 @@
+package main
+import "github.com/urfave/cli/v2"
+func watcherCommand() *cli.Command { return &cli.Command{Name: "watcher"} }

@@ -1,0 +1,301 @@
+// Package api is the HTTP API of DESIGN.md §4 on fasthttp: the original sample's read API under /1/
+// (same paths, JSON and headers, so its clients and its ApacheBench script work unchanged) and ours
+// on unversioned paths, including the watcher's POST of events.
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"matchstream/daemon/listen"
+	"matchstream/daemon/live"
+	"matchstream/daemon/match"
+)
+
+// Version is sent in the Match-Stream-API-Version header, as the original did.
+const Version = "1"
+
+// Config is the API section of the daemon configuration.
+type Config struct {
+	WatcherToken string // bearer token for POST /matches/{id}/events; empty disables posting
+	MaxBodySize  int    // largest request body accepted
+}
+
+// PostResult is the reply to an accepted POST of events.
+type PostResult struct {
+	Match string   `json:"match"`
+	Seq   uint64   `json:"seq"`  // seq of the last event accepted
+	Seqs  []uint64 `json:"seqs"` // seq of each event posted, in order
+}
+
+// ErrorBody is every error reply on the unversioned paths.
+type ErrorBody struct {
+	Error string `json:"error"`
+	Index *int   `json:"index,omitempty"` // for a refused event: its place in the posted array
+}
+
+// Connect is the reply of /connect.
+type Connect struct {
+	Host string `json:"host"`
+	Port int    `json:"port"`
+}
+
+// Handler serves the API.
+type Handler struct {
+	cfg   Config
+	reg   *live.Registry
+	lns   *listen.Set
+	log   *slog.Logger
+	ready func() bool
+}
+
+// New returns the API handler. ready reports whether the daemon is serving (for /healthz).
+func New(cfg Config, reg *live.Registry, lns *listen.Set, log *slog.Logger, ready func() bool) *Handler {
+	return &Handler{cfg: cfg, reg: reg, lns: lns, log: log, ready: ready}
+}
+
+// Server returns a fasthttp server with the limits an appliance needs: a body cap so a hostile
+// watcher cannot make the daemon buffer megabytes, and timeouts so idle API clients go away.
+func (h *Handler) Server() *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:            h.Serve,
+		Name:               "matchstream",
+		MaxRequestBodySize: h.cfg.MaxBodySize,
+		ReadTimeout:        30 * time.Second,
+		WriteTimeout:       30 * time.Second,
+		IdleTimeout:        60 * time.Second,
+		Logger:             fasthttpLogger{h.log},
+	}
+}
+
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug("http", "msg", fmt.Sprintf(format, args...))
+}
+
+// Serve routes one request.
+func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
+	// Send header names as written: the original sent Match-Stream-API-Version, not fasthttp's
+	// normalised Match-Stream-Api-Version. Request headers stay normalised for lookups.
+	ctx.Response.Header.DisableNormalizing()
+	ctx.Response.Header.Set("Access-Control-Allow-Origin", "*")
+	ctx.Response.Header.Set("Match-Stream-API-Version", Version)
+	path := string(ctx.Path())
+	get := ctx.IsGet() || ctx.IsHead()
+	if strings.HasPrefix(path, "/1/") {
+		if !get {
+			ctx.SetStatusCode(fasthttp.StatusMethodNotAllowed)
+			return
+		}
+		h.serveV1(ctx, strings.TrimPrefix(path, "/1/"))
+		return
+	}
+	switch {
+	case path == "/healthz" && get:
+		h.healthz(ctx)
+	case path == "/connect" && get:
+		h.connect(ctx)
+	case path == "/matches" && get:
+		writeJSON(ctx, fasthttp.StatusOK, h.reg.List())
+	case strings.HasPrefix(path, "/matches/"):
+		id, rest, _ := strings.Cut(strings.TrimPrefix(path, "/matches/"), "/")
+		switch {
+		case id == "":
+			writeError(ctx, fasthttp.StatusNotFound, "no match id in the path")
+		case rest == "" && get:
+			h.match(ctx, id)
+		case rest == "events" && get:
+			h.events(ctx, id)
+		case rest == "events" && ctx.IsPost():
+			h.post(ctx, id)
+		case rest == "" || rest == "events":
+			ctx.Response.Header.Set("Allow", allow(rest))
+			writeError(ctx, fasthttp.StatusMethodNotAllowed, "method "+string(ctx.Method())+" not allowed on "+path)
+		default:
+			writeError(ctx, fasthttp.StatusNotFound, "no such path: "+path)
+		}
+	default:
+		writeError(ctx, fasthttp.StatusNotFound, "no such path: "+path)
+	}
+}
+
+func allow(rest string) string {
+	if rest == "events" {
+		return "GET, HEAD, POST"
+	}
+	return "GET, HEAD"
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, b = fasthttp.StatusInternalServerError, []byte(`{"error":"encoding reply"}`)
+	}
+	ctx.SetStatusCode(code)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(append(b, '\n'))
+}
+
+func writeError(ctx *fasthttp.RequestCtx, code int, msg string) {
+	writeJSON(ctx, code, ErrorBody{Error: msg})
+}
+
+func (h *Handler) healthz(ctx *fasthttp.RequestCtx) {
+	if !h.ready() {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "starting")
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := h.reg.Ping(c); err != nil {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "store: "+err.Error())
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ok"})
+}
+
+// pick is the least-loaded stream port and the host a client should dial for it: the listener's
+// own address, or, when it listens on every address, the host the client reached the API by.
+func (h *Handler) pick(ctx *fasthttp.RequestCtx) Connect {
+	p := h.lns.LeastLoaded()
+	host := "127.0.0.1"
+	if a, ok := p.Addr().(*net.TCPAddr); ok {
+		host = a.IP.String()
+		if a.IP.IsUnspecified() {
+			host = string(ctx.Host())
+			if hh, _, err := net.SplitHostPort(host); err == nil {
+				host = hh
+			}
+		}
+	}
+	return Connect{Host: host, Port: p.Number()}
+}
+
+func (h *Handler) connect(ctx *fasthttp.RequestCtx) {
+	if id := string(ctx.QueryArgs().Peek("match")); id != "" {
+		if _, ok := h.reg.State(id); !ok {
+			writeError(ctx, fasthttp.StatusNotFound, "match "+id+" not found")
+			return
+		}
+	}
+	writeJSON(ctx, fasthttp.StatusOK, h.pick(ctx))
+}
+
+func (h *Handler) match(ctx *fasthttp.RequestCtx, id string) {
+	s, ok := h.reg.State(id)
+	if !ok {
+		writeError(ctx, fasthttp.StatusNotFound, "match "+id+" not found")
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, s)
+}
+
+func (h *Handler) events(ctx *fasthttp.RequestCtx, id string) {
+	var from uint64
+	if v := ctx.QueryArgs().Peek("from"); len(v) > 0 {
+		n, err := strconv.ParseUint(string(v), 10, 64)
+		if err != nil {
+			writeError(ctx, fasthttp.StatusBadRequest, "from must be a sequence number")
+			return
+		}
+		from = n
+	}
+	recs, ok := h.reg.Events(id, from)
+	if !ok {
+		writeError(ctx, fasthttp.StatusNotFound, "match "+id+" not found")
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, recs)
+}
+
+func (h *Handler) authorized(ctx *fasthttp.RequestCtx) bool {
+	tok, ok := bytes.CutPrefix(ctx.Request.Header.Peek("Authorization"), []byte("Bearer "))
+	return ok && h.cfg.WatcherToken != "" &&
+		subtle.ConstantTimeCompare(bytes.TrimSpace(tok), []byte(h.cfg.WatcherToken)) == 1
+}
+
+// DecodeEvents parses a POST body: one event object or a JSON array of them.
+func DecodeEvents(body []byte) ([]match.Event, error) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil, &live.EventError{Err: errors.New("empty body: post one event or a JSON array of events")}
+	}
+	if body[0] != '[' {
+		e, err := match.DecodeEvent(body)
+		if err != nil {
+			return nil, &live.EventError{Err: err}
+		}
+		return []match.Event{e}, nil
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(body, &raws); err != nil {
+		return nil, &live.EventError{Err: fmt.Errorf("invalid JSON array: %w", err)}
+	}
+	evs := make([]match.Event, 0, len(raws))
+	for i, raw := range raws {
+		e, err := match.DecodeEvent(raw)
+		if err != nil {
+			return nil, &live.EventError{Index: i, Err: err}
+		}
+		evs = append(evs, e)
+	}
+	return evs, nil
+}
+
+func (h *Handler) post(ctx *fasthttp.RequestCtx, id string) {
+	if !h.authorized(ctx) {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="matchstream watcher"`)
+		msg := "missing or wrong watcher token (Authorization: Bearer <token>)"
+		if h.cfg.WatcherToken == "" {
+			msg = "posting is disabled: the daemon has no watcher token configured"
+		}
+		writeError(ctx, fasthttp.StatusUnauthorized, msg)
+		return
+	}
+	evs, err := DecodeEvents(ctx.PostBody())
+	if err == nil {
+		now := time.Now().UTC()
+		for i := range evs {
+			if evs[i].At.IsZero() {
+				evs[i].At = now // a live watcher may leave the time to the server
+			}
+		}
+		var recs []match.Record
+		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		recs, err = h.reg.Post(c, id, evs)
+		cancel()
+		if err == nil {
+			res := PostResult{Match: id, Seq: recs[len(recs)-1].Seq, Seqs: make([]uint64, len(recs))}
+			for i, r := range recs {
+				res.Seqs[i] = r.Seq
+			}
+			writeJSON(ctx, fasthttp.StatusCreated, res)
+			return
+		}
+	}
+	var ee *live.EventError
+	switch {
+	case errors.As(err, &ee):
+		idx := ee.Index
+		writeJSON(ctx, fasthttp.StatusBadRequest, ErrorBody{Error: ee.Error(), Index: &idx})
+	case errors.Is(err, live.ErrStore):
+		h.log.Error("post events", "match", id, "err", err)
+		ctx.Response.Header.Set("Retry-After", "1")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "store unavailable, nothing was accepted: retry")
+	default:
+		h.log.Error("post events", "match", id, "err", err)
+		writeError(ctx, fasthttp.StatusInternalServerError, err.Error())
+	}
+}

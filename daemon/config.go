@@ -1,0 +1,105 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"matchstream/daemon/api"
+	"matchstream/daemon/hub"
+	"matchstream/daemon/listen"
+	"matchstream/daemon/store"
+	"matchstream/daemon/stream"
+)
+
+// Config is the whole daemon configuration: one struct, built once by the CLI from flags,
+// MATCHSTREAM_* environment and the config file, then validated and passed down section by section.
+type Config struct {
+	StateDir         string // holds the bolt store and the generated watcher token
+	Store            string // bolt:///path or redis://host:port/db; empty = bolt under StateDir
+	WatcherTokenFile string // read (or created with a random token) when WatcherToken is empty
+	ShutdownTimeout  time.Duration
+
+	Listen listen.Config
+	Stream stream.Config
+	Hub    hub.Config
+	API    api.Config
+}
+
+// Default is the configuration of a single node out of the box (DESIGN.md §6).
+func Default() Config {
+	streams, _ := listen.ParseRange(DefaultStream)
+	return Config{
+		StateDir:        DefaultStateDir,
+		ShutdownTimeout: 10 * time.Second,
+		Listen: listen.Config{API: "127.0.0.1:8888", Stream: streams, Backlog: 65535,
+			SomaxconnPath: "/proc/sys/net/core/somaxconn"},
+		Stream: stream.Config{HandshakeTimeout: 10 * time.Second, MaxLine: 1024, KeepAlive: 60 * time.Second},
+		Hub:    hub.Config{QueueLimit: 64, WriteTimeout: 30 * time.Second},
+		API:    api.Config{MaxBodySize: 1 << 20},
+	}
+}
+
+// Defaults a few flags need as text.
+const (
+	DefaultStream   = "127.0.0.1:9000-9007"
+	DefaultStateDir = "/var/lib/matchstream"
+)
+
+// StoreURL is the store to open: Store, or the bolt file under StateDir.
+func (c *Config) StoreURL() string {
+	if c.Store != "" {
+		return c.Store
+	}
+	return "bolt://" + filepath.Join(c.StateDir, "matchstream.db")
+}
+
+// TokenFile is where the watcher token is read from (or generated into).
+func (c *Config) TokenFile() string {
+	if c.WatcherTokenFile != "" {
+		return c.WatcherTokenFile
+	}
+	return filepath.Join(c.StateDir, "watcher.token")
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.StateDir == "" {
+		bad("state-dir: must not be empty")
+	}
+	if _, err := store.ParseURL(c.StoreURL()); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.Listen.Stream) == 0 {
+		bad("stream: at least one port is needed")
+	}
+	if c.Listen.API == "" {
+		bad("api: must not be empty")
+	}
+	seen := map[string]bool{c.Listen.API: true}
+	for _, a := range c.Listen.Stream {
+		if seen[a] {
+			bad("stream: %s is used twice (or is also the API address)", a)
+		}
+		seen[a] = true
+	}
+	if c.Listen.Backlog < 1 || c.Listen.Backlog > 1<<20 {
+		bad("backlog: %d is outside 1-1048576", c.Listen.Backlog)
+	}
+	if c.Stream.HandshakeTimeout < 100*time.Millisecond {
+		bad("handshake-timeout: %s is below 100ms", c.Stream.HandshakeTimeout)
+	}
+	if c.Stream.MaxLine < 64 || c.Stream.MaxLine > 64<<10 {
+		bad("max-line: %d is outside 64-65536 bytes", c.Stream.MaxLine)
+	}
+	if c.Hub.QueueLimit < 2 || c.Hub.QueueLimit > 1<<16 {
+		bad("client-queue: %d is outside 2-65536 frames", c.Hub.QueueLimit)
+	}
+	if c.API.MaxBodySize < 4096 {
+		bad("max-body: %d is below 4096 bytes", c.API.MaxBodySize)
+	}
+	return errors.Join(errs...)
+}

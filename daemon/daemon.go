@@ -1,0 +1,157 @@
+// Package daemon wires the parts of `matchstream serve`: store, live matches, listeners, the stream
+// connection layer and the API. It owns every goroutine it starts and stops them on shutdown. The
+// subpackages each do one thing; nothing here reads flags, env or files except the watcher token
+// and store path the Config names.
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"matchstream/daemon/api"
+	"matchstream/daemon/listen"
+	"matchstream/daemon/live"
+	"matchstream/daemon/store"
+	"matchstream/daemon/store/bolt"
+	"matchstream/daemon/stream"
+)
+
+// OpenStore opens the store a URL names.
+func OpenStore(raw string) (store.Store, error) {
+	u, err := store.ParseURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	switch u.Scheme {
+	case "bolt":
+		p := u.Path
+		if u.Host != "" { // bolt://relative/path.db
+			p = filepath.Join(u.Host, u.Path)
+		}
+		return bolt.Open(p, 5*time.Second)
+	default:
+		return nil, fmt.Errorf("store %s: the %s backend is not in this build yet (use bolt://)", raw, u.Scheme)
+	}
+}
+
+// WatcherToken returns the token in path, creating the file with a random token when it does not
+// exist, so a fresh install can post events without a manual step and the token never sits in a
+// unit file or a process list.
+func WatcherToken(path string, log *slog.Logger) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return "", fmt.Errorf("watcher token file %s is empty", path)
+		}
+		return tok, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read watcher token: %w", err)
+	}
+	raw := make([]byte, 24)
+	rand.Read(raw)
+	tok := hex.EncodeToString(raw)
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return "", fmt.Errorf("create watcher token: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return "", fmt.Errorf("create watcher token: %w", err)
+	}
+	_, err = f.WriteString(tok + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("create watcher token: %w", err)
+	}
+	log.Info("generated a watcher token", "file", path)
+	return tok, nil
+}
+
+// Run serves until ctx is cancelled, then shuts down in order: stop accepting, close clients, close
+// the store. It returns an error only if the daemon could not start or failed while serving.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if cfg.API.WatcherToken == "" {
+		tok, err := WatcherToken(cfg.TokenFile(), log)
+		if err != nil {
+			return err
+		}
+		cfg.API.WatcherToken = tok
+	}
+	st, err := OpenStore(cfg.StoreURL())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	reg, err := live.Open(ctx, st, cfg.Hub, log)
+	if err != nil {
+		return err
+	}
+	lns, err := listen.Open(cfg.Listen, log)
+	if err != nil {
+		return err
+	}
+	defer lns.Close()
+
+	var ready atomic.Bool
+	streams := stream.New(cfg.Stream, reg, log)
+	httpSrv := api.New(cfg.API, reg, lns, log, ready.Load).Server()
+
+	var wg sync.WaitGroup
+	errc := make(chan error, len(lns.Stream)+1)
+	for _, p := range lns.Stream {
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- streams.Serve(p) }()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := httpSrv.Serve(lns.API); err != nil {
+			errc <- fmt.Errorf("api: %w", err)
+		}
+	}()
+
+	ports := make([]string, len(lns.Stream))
+	for i, p := range lns.Stream {
+		ports[i] = p.Addr().String()
+	}
+	ready.Store(true)
+	log.Info("serving", "api", lns.API.Addr().String(), "stream", strings.Join(ports, ","),
+		"store", cfg.StoreURL(), "matches", len(reg.List()), "socket_activated", lns.Activated)
+	daemon.SdNotify(false, fmt.Sprintf("READY=1\nSTATUS=serving %d stream ports, %d matches", len(ports), len(reg.List())))
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		if err != nil {
+			err = fmt.Errorf("serve: %w", err)
+		}
+	}
+	daemon.SdNotify(false, "STOPPING=1")
+	log.Info("shutting down")
+	ready.Store(false)
+	lns.Close()
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	httpSrv.ShutdownWithContext(sctx)
+	reg.Close()
+	if serr := streams.Shutdown(sctx); serr != nil {
+		log.Warn("client connections still open at shutdown timeout", "err", serr)
+	}
+	wg.Wait()
+	return err
+}

@@ -1,0 +1,247 @@
+// Package listen provides the daemon's listening sockets: the stream ports (several, so one host
+// carries more than one port's worth of connections and clients spread over them) and the API port.
+// Under systemd socket activation they come from the socket units, picked by file-descriptor name
+// (never by position: the order across units is undefined); otherwise the daemon binds them itself
+// with SO_REUSEPORT and the configured backlog. It also counts open connections per stream port so
+// clients can be sent to the least-loaded one.
+package listen
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	"golang.org/x/sys/unix"
+)
+
+// Names of the file descriptors the socket units pass (FileDescriptorName=).
+const (
+	FDNameStream = "stream"
+	FDNameAPI    = "api"
+)
+
+// Config is the listener section of the daemon configuration.
+type Config struct {
+	API     string   // host:port of the HTTP API
+	Stream  []string // host:port of each stream listener
+	Backlog int      // listen(2) backlog for self-bound sockets (capped by net.core.somaxconn)
+	// SomaxconnPath is read to tell the operator when the kernel caps the backlog.
+	SomaxconnPath string
+}
+
+// ParseRange expands "host:first-last" (or "host:port") into one address per port.
+func ParseRange(s string) ([]string, error) {
+	host, ports, err := net.SplitHostPort(s)
+	if err != nil {
+		return nil, fmt.Errorf("stream address %q: want host:port or host:first-last", s)
+	}
+	lo, hi, isRange := strings.Cut(ports, "-")
+	first, err1 := strconv.Atoi(lo)
+	last := first
+	var err2 error
+	if isRange {
+		last, err2 = strconv.Atoi(hi)
+	}
+	if err1 != nil || err2 != nil || first < 1 || last > 65535 || last < first {
+		return nil, fmt.Errorf("stream address %q: ports must be 1-65535, first <= last", s)
+	}
+	if last-first >= 1024 {
+		return nil, fmt.Errorf("stream address %q: %d ports is too many (at most 1024)", s, last-first+1)
+	}
+	out := make([]string, 0, last-first+1)
+	for p := first; p <= last; p++ {
+		out = append(out, net.JoinHostPort(host, strconv.Itoa(p)))
+	}
+	return out, nil
+}
+
+// Port is one stream listener and the number of client connections open on it.
+type Port struct {
+	net.Listener
+	Conns atomic.Int64
+}
+
+// Number is the TCP port the listener is bound to.
+func (p *Port) Number() int {
+	if a, ok := p.Addr().(*net.TCPAddr); ok {
+		return a.Port
+	}
+	return 0
+}
+
+// Set is every listener of the daemon.
+type Set struct {
+	API       net.Listener
+	Stream    []*Port
+	Activated bool // the sockets came from systemd
+}
+
+// Open takes the listeners from socket activation when LISTEN_FDS is set for this process, or
+// binds them. It reads the activation environment exactly once (go-systemd unsets it).
+func Open(cfg Config, log *slog.Logger) (*Set, error) {
+	if os.Getenv("LISTEN_FDS") != "" {
+		return fromActivation(log)
+	}
+	s := &Set{}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	for _, addr := range cfg.Stream {
+		ln, err := Bind(addr, cfg.Backlog)
+		if err != nil {
+			return nil, err
+		}
+		s.Stream = append(s.Stream, &Port{Listener: ln})
+	}
+	ln, err := Bind(cfg.API, cfg.Backlog)
+	if err != nil {
+		return nil, err
+	}
+	s.API = ln
+	if max, err := readInt(cfg.SomaxconnPath); err == nil && max < cfg.Backlog {
+		log.Warn("listen backlog capped by the kernel", "backlog", cfg.Backlog, "net.core.somaxconn", max,
+			"hint", "run 'matchstream install' or raise net.core.somaxconn, then restart")
+	}
+	ok = true
+	return s, nil
+}
+
+func fromActivation(log *slog.Logger) (*Set, error) {
+	files := activation.Files(true)
+	s := &Set{Activated: true}
+	for _, f := range files {
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("socket activation: fd %q: %w", f.Name(), err)
+		}
+		switch f.Name() {
+		case FDNameStream:
+			s.Stream = append(s.Stream, &Port{Listener: ln})
+		case FDNameAPI:
+			if s.API != nil {
+				ln.Close()
+				s.Close()
+				return nil, errors.New("socket activation: more than one fd named " + FDNameAPI)
+			}
+			s.API = ln
+		default:
+			log.Warn("socket activation: ignoring fd with unknown name", "name", f.Name())
+			ln.Close()
+		}
+	}
+	if len(s.Stream) == 0 || s.API == nil {
+		s.Close()
+		return nil, fmt.Errorf("socket activation: got %d fds; need at least one named %q and one named %q (FileDescriptorName= in the socket units)",
+			len(files), FDNameStream, FDNameAPI)
+	}
+	return s, nil
+}
+
+// Close closes every listener.
+func (s *Set) Close() {
+	if s.API != nil {
+		s.API.Close()
+	}
+	for _, p := range s.Stream {
+		p.Close()
+	}
+}
+
+// LeastLoaded returns the stream port with the fewest open connections (the first on a tie).
+func (s *Set) LeastLoaded() *Port {
+	var best *Port
+	for _, p := range s.Stream {
+		if best == nil || p.Conns.Load() < best.Conns.Load() {
+			best = p
+		}
+	}
+	return best
+}
+
+// Bind listens on a TCP address with SO_REUSEADDR, SO_REUSEPORT and the given backlog. Go's
+// net.Listen always uses net.core.somaxconn; this passes the configured value to listen(2).
+func Bind(addr string, backlog int) (net.Listener, error) {
+	ap, err := resolve(addr)
+	if err != nil {
+		return nil, err
+	}
+	family := syscall.AF_INET
+	var sa syscall.Sockaddr
+	if ap.Addr().Is4() {
+		sa = &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	} else {
+		family = syscall.AF_INET6
+		sa = &syscall.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+	}
+	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC|syscall.SOCK_NONBLOCK, syscall.IPPROTO_TCP)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: socket: %w", addr, err)
+	}
+	f := os.NewFile(uintptr(fd), "tcp:"+addr)
+	defer f.Close() // FileListener dups the fd
+	for _, opt := range []int{syscall.SO_REUSEADDR, unix.SO_REUSEPORT} {
+		if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, opt, 1); err != nil {
+			return nil, fmt.Errorf("listen %s: setsockopt: %w", addr, err)
+		}
+	}
+	if err := syscall.Bind(fd, sa); err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	if backlog <= 0 {
+		backlog = syscall.SOMAXCONN
+	}
+	if err := syscall.Listen(fd, backlog); err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+func resolve(addr string) (netip.AddrPort, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("listen address %q: %w", addr, err)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("listen address %q: bad port", addr)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	if host == "localhost" {
+		host = "127.0.0.1"
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("listen address %q: host must be an IP address", addr)
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(p)), nil
+}
+
+func readInt(path string) (int, error) {
+	if path == "" {
+		return 0, errors.New("no path")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}

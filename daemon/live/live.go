@@ -1,0 +1,313 @@
+// Package live holds the daemon's matches in memory — each one's state, history, pre-rendered frames
+// and hub — and is the one path by which an event is validated, made durable in the store, folded
+// into the state and broadcast. The API and the stream listeners both go through it, so the order
+// of what is stored and what is sent can never differ.
+package live
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"matchstream/daemon/hub"
+	"matchstream/daemon/match"
+	"matchstream/daemon/protocol"
+	"matchstream/daemon/store"
+)
+
+// Registry is every match the daemon knows.
+type Registry struct {
+	store store.Store
+	hubc  hub.Config
+	log   *slog.Logger
+	Stats hub.Stats
+
+	mu      sync.RWMutex
+	matches map[string]*Match
+}
+
+// Match is one match: its state and history, guarded by one mutex that also serialises appends
+// and subscriptions, so a subscriber gets exactly the events after the status it was sent.
+type Match struct {
+	id  string
+	hub *hub.Hub
+
+	mu      sync.Mutex
+	state   match.State
+	history []match.Record
+	frames  []protocol.Frames // frames[i] renders history[i]
+}
+
+// Open loads every match from the store and folds its events, so live matches continue after a
+// restart exactly where they were.
+func Open(ctx context.Context, st store.Store, hubc hub.Config, log *slog.Logger) (*Registry, error) {
+	r := &Registry{store: st, hubc: hubc, log: log, matches: make(map[string]*Match)}
+	ids, err := st.Matches(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load matches: %w", err)
+	}
+	for _, id := range ids {
+		recs, err := st.Events(ctx, id, 0)
+		if err != nil {
+			return nil, fmt.Errorf("load match %s: %w", id, err)
+		}
+		m := r.newMatch(id)
+		for _, rec := range recs {
+			ev := rec.Event
+			if err := m.state.Apply(&ev); err != nil {
+				return nil, fmt.Errorf("load match %s: stored event %d does not apply: %w", id, rec.Seq, err)
+			}
+			if m.state.Seq != rec.Seq {
+				return nil, fmt.Errorf("load match %s: stored event has seq %d, want %d", id, rec.Seq, m.state.Seq)
+			}
+			m.add(rec)
+		}
+		if m.state.Seq > 0 {
+			r.matches[id] = m
+		}
+	}
+	return r, nil
+}
+
+func (r *Registry) newMatch(id string) *Match {
+	m := &Match{id: id, hub: hub.New(r.hubc, r.log.With("match", id), &r.Stats)}
+	m.state.ID = id
+	m.state.Period = match.NotStarted
+	return m
+}
+
+func (m *Match) add(rec match.Record) {
+	m.history = append(m.history, rec)
+	m.frames = append(m.frames, protocol.RenderEvent(m.id, rec))
+}
+
+// EventError is an event refused by validation: Index is its place in the posted batch.
+type EventError struct {
+	Index int
+	Err   error
+}
+
+func (e *EventError) Error() string { return fmt.Sprintf("event %d: %v", e.Index, e.Err) }
+func (e *EventError) Unwrap() error { return e.Err }
+
+// ErrStore wraps a store failure: the events were not accepted and may be posted again.
+var ErrStore = errors.New("store unavailable")
+
+// Post validates events against match id, stores them atomically, and broadcasts them. Either all
+// are accepted or none: a batch with a bad event is refused whole, with the index of the first bad
+// one. A match that does not exist is created by a start event.
+func (r *Registry) Post(ctx context.Context, id string, events []match.Event) ([]match.Record, error) {
+	if len(events) == 0 {
+		return nil, &EventError{Index: 0, Err: errors.New("no events")}
+	}
+	m, created := r.getOrCreate(id, events[0].Kind == match.KindStart)
+	if m == nil {
+		return nil, &EventError{Index: 0, Err: fmt.Errorf("match %s does not exist: its first event must be start, not %s", id, events[0].Kind)}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	next := m.state.Clone()
+	recs := make([]match.Record, len(events))
+	for i := range events {
+		ev := events[i]
+		if err := next.Apply(&ev); err != nil {
+			r.dropIfEmpty(m, created)
+			return nil, &EventError{Index: i, Err: err}
+		}
+		recs[i] = match.Record{Seq: next.Seq, Event: ev}
+	}
+	if err := r.store.Append(ctx, id, recs); err != nil {
+		r.dropIfEmpty(m, created)
+		return nil, fmt.Errorf("%w: %w", ErrStore, err)
+	}
+	m.state = next
+	for _, rec := range recs {
+		m.add(rec)
+		f := m.frames[len(m.frames)-1]
+		m.hub.Broadcast(f.For, rec.Kind == match.KindStop)
+	}
+	return recs, nil
+}
+
+func (r *Registry) getOrCreate(id string, create bool) (*Match, bool) {
+	r.mu.RLock()
+	m := r.matches[id]
+	r.mu.RUnlock()
+	if m != nil || !create {
+		return m, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m = r.matches[id]; m != nil {
+		return m, false
+	}
+	m = r.newMatch(id)
+	r.matches[id] = m
+	return m, true
+}
+
+// dropIfEmpty forgets a match created for a post that failed. Called with m.mu held.
+func (r *Registry) dropIfEmpty(m *Match, created bool) {
+	if !created || m.state.Seq > 0 {
+		return
+	}
+	r.mu.Lock()
+	if r.matches[m.id] == m {
+		delete(r.matches, m.id)
+	}
+	r.mu.Unlock()
+}
+
+// Subscribe connects conn to the match the request names (V:2: the current live match) and queues
+// what the protocol sends first: the status, or for a v3 resume the history after FROM. A match
+// that is not live gets that and then the connection closes.
+func (r *Registry) Subscribe(conn hub.Conn, req protocol.Request, now time.Time) (*hub.Subscriber, error) {
+	id := req.Match
+	if req.Version == 2 {
+		id = r.Current()
+		if id == "" {
+			return nil, &protocol.Error{Code: protocol.CodeNotFound, Detail: "no live match"}
+		}
+	}
+	r.mu.RLock()
+	m := r.matches[id]
+	r.mu.RUnlock()
+	if m == nil {
+		return nil, &protocol.Error{Code: protocol.CodeNotFound, Detail: id}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.state.Seq == 0 { // created by a post still being stored
+		return nil, &protocol.Error{Code: protocol.CodeNotFound, Detail: id}
+	}
+	var first [][]byte
+	if req.Version == 3 && req.HasFrom {
+		if req.From > m.state.Seq {
+			return nil, &protocol.Error{Code: protocol.CodeBadRequest,
+				Detail: fmt.Sprintf("FROM %d is past the last event of %s (%d)", req.From, id, m.state.Seq)}
+		}
+		for _, f := range m.frames[req.From:] {
+			first = append(first, f.V3)
+		}
+	} else {
+		first = [][]byte{protocol.RenderStatus(&m.state, now).For(req.Version)}
+	}
+	return m.hub.Subscribe(conn, req.Version, first, !m.state.Live()), nil
+}
+
+// Current is the live match a V:2 client watches: the one that started last.
+func (r *Registry) Current() string {
+	var best string
+	var bestAt time.Time
+	for _, m := range r.snapshot() {
+		m.mu.Lock()
+		live, at := m.state.Live(), time.Time{}
+		if len(m.history) > 0 {
+			at = m.history[0].At
+		}
+		m.mu.Unlock()
+		if live && (best == "" || at.After(bestAt) || at.Equal(bestAt) && m.id > best) {
+			best, bestAt = m.id, at
+		}
+	}
+	return best
+}
+
+// snapshot lists the matches without holding r.mu afterwards: a match's lock is never taken while
+// r.mu is held, because Post takes them the other way round.
+func (r *Registry) snapshot() []*Match {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	ms := make([]*Match, 0, len(r.matches))
+	for _, m := range r.matches {
+		ms = append(ms, m)
+	}
+	return ms
+}
+
+// Summary is a match as listed by the API.
+type Summary struct {
+	ID          string       `json:"id"`
+	Home        string       `json:"home"`
+	Visit       string       `json:"visit"`
+	HomeScore   int          `json:"home_score"`
+	VisitScore  int          `json:"visit_score"`
+	Period      match.Period `json:"period"`
+	State       string       `json:"state"` // live or ended
+	Seq         uint64       `json:"seq"`
+	StartDate   string       `json:"start_date"`
+	Subscribers int          `json:"subscribers"`
+}
+
+// List returns every started match, sorted by id.
+func (r *Registry) List() []Summary {
+	ms := r.snapshot()
+	out := make([]Summary, 0, len(ms))
+	for _, m := range ms {
+		m.mu.Lock()
+		s := m.state
+		m.mu.Unlock()
+		if s.Seq == 0 {
+			continue
+		}
+		state := "live"
+		if s.Ended() {
+			state = "ended"
+		}
+		out = append(out, Summary{ID: m.id, Home: s.Home, Visit: s.Visit, HomeScore: s.HomeScore,
+			VisitScore: s.VisitScore, Period: s.Period, State: state, Seq: s.Seq, StartDate: s.StartDate,
+			Subscribers: m.hub.Len()})
+	}
+	slices.SortFunc(out, func(a, b Summary) int { return cmp.Compare(a.ID, b.ID) })
+	return out
+}
+
+// State returns a copy of match id's state.
+func (r *Registry) State(id string) (match.State, bool) {
+	r.mu.RLock()
+	m := r.matches[id]
+	r.mu.RUnlock()
+	if m == nil {
+		return match.State{}, false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.state.Seq == 0 {
+		return match.State{}, false
+	}
+	return m.state.Clone(), true
+}
+
+// Events returns match id's records with seq > from.
+func (r *Registry) Events(id string, from uint64) ([]match.Record, bool) {
+	r.mu.RLock()
+	m := r.matches[id]
+	r.mu.RUnlock()
+	if m == nil {
+		return nil, false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.state.Seq == 0 {
+		return nil, false
+	}
+	if from >= uint64(len(m.history)) {
+		return []match.Record{}, true
+	}
+	return slices.Clone(m.history[from:]), true
+}
+
+// Ping checks the store.
+func (r *Registry) Ping(ctx context.Context) error { return r.store.Ping(ctx) }
+
+// Close disconnects every subscriber of every match.
+func (r *Registry) Close() {
+	for _, m := range r.snapshot() {
+		m.hub.Close()
+	}
+}

@@ -1,0 +1,131 @@
+// Package bolt is the embedded Store: one bbolt file under the state directory, the default for a
+// single node. Each match is a bucket whose keys are big-endian seqs and whose values are the
+// records' JSON, so events list in seq order by a plain cursor walk.
+package bolt
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"matchstream/daemon/match"
+	"matchstream/daemon/store"
+)
+
+var matchesBucket = []byte("matches")
+
+// Store is a bbolt-backed store.Store.
+type Store struct {
+	db   *bbolt.DB
+	path string
+}
+
+// Open opens (creating if needed) the store file at path. A second daemon on the same file waits
+// up to timeout for the lock and then fails, rather than hanging forever.
+func Open(path string, timeout time.Duration) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
+	if err != nil {
+		if err == bbolt.ErrTimeout {
+			return nil, fmt.Errorf("open store %s: locked by another process (is a daemon already running on it?)", path)
+		}
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(matchesBucket)
+		return err
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return &Store{db: db, path: path}, nil
+}
+
+func key(seq uint64) []byte {
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], seq)
+	return k[:]
+}
+
+// Append implements store.Store. bbolt fsyncs on commit, so a nil return means durable.
+func (s *Store) Append(_ context.Context, id string, recs []match.Record) error {
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.Bucket(matchesBucket).CreateBucketIfNotExists([]byte(id))
+		if err != nil {
+			return fmt.Errorf("append to %s: %w", id, err)
+		}
+		var last uint64
+		if k, _ := b.Cursor().Last(); k != nil {
+			last = binary.BigEndian.Uint64(k)
+		}
+		if err := store.CheckAppend(id, last, recs); err != nil {
+			return err
+		}
+		for _, r := range recs {
+			v, err := json.Marshal(r)
+			if err != nil {
+				return fmt.Errorf("append to %s: %w", id, err)
+			}
+			if err := b.Put(key(r.Seq), v); err != nil {
+				return fmt.Errorf("append to %s: %w", id, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Matches implements store.Store.
+func (s *Store) Matches(_ context.Context) ([]string, error) {
+	var ids []string
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(matchesBucket).ForEachBucket(func(k []byte) error {
+			ids = append(ids, string(k))
+			return nil
+		})
+	})
+	return ids, err
+}
+
+// Events implements store.Store.
+func (s *Store) Events(_ context.Context, id string, from uint64) ([]match.Record, error) {
+	var recs []match.Record
+	if from == ^uint64(0) {
+		return nil, nil
+	}
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(matchesBucket).Bucket([]byte(id))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, v := c.Seek(key(from + 1)); k != nil; k, v = c.Next() {
+			var r match.Record
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("events of %s: record %d: %w", id, binary.BigEndian.Uint64(k), err)
+			}
+			recs = append(recs, r)
+		}
+		return nil
+	})
+	return recs, err
+}
+
+// Ping implements store.Store: a read transaction proves the file is open and readable.
+func (s *Store) Ping(_ context.Context) error {
+	return s.db.View(func(tx *bbolt.Tx) error { return nil })
+}
+
+// Close implements store.Store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Path is the file the store lives in.
+func (s *Store) Path() string { return s.path }

@@ -1,0 +1,65 @@
+// Package store keeps matches and their events durably. Store is the one interface of the daemon:
+// the embedded bbolt implementation (package store/bolt, the single-node default) and the Redis one
+// (multi-node) both satisfy it, and the storetest suite checks both the same way.
+//
+// A match is its ordered events; its state is recovered by folding them (package match), so the
+// store never has two truths to keep in step.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+
+	"matchstream/daemon/match"
+)
+
+// ErrConflict is returned by Append when the first record's seq is not the match's next one: another
+// writer appended in between. The caller reloads and retries or reports it.
+var ErrConflict = errors.New("sequence conflict")
+
+// Store is durable match storage.
+type Store interface {
+	// Append stores records of match id atomically; recs[0].Seq must be the match's last seq + 1
+	// and the rest consecutive. It returns only once the records are durable.
+	Append(ctx context.Context, id string, recs []match.Record) error
+	// Matches lists the ids of every stored match.
+	Matches(ctx context.Context) ([]string, error)
+	// Events returns the records of match id with seq > from, in order.
+	Events(ctx context.Context, id string, from uint64) ([]match.Record, error)
+	// Ping reports whether the store answers.
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// CheckAppend validates the seq numbering of recs against the match's last seq; both backends use it.
+func CheckAppend(id string, last uint64, recs []match.Record) error {
+	if len(recs) == 0 {
+		return fmt.Errorf("append to %s: no records", id)
+	}
+	for i, r := range recs {
+		if r.Seq != last+1+uint64(i) {
+			return fmt.Errorf("append to %s: record %d has seq %d, want %d: %w", id, i, r.Seq, last+1+uint64(i), ErrConflict)
+		}
+	}
+	return nil
+}
+
+// ParseURL splits a store URL into its scheme and the rest, rejecting what no backend serves.
+func ParseURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("store URL %q: %w", raw, err)
+	}
+	switch u.Scheme {
+	case "bolt":
+		if u.Path == "" && u.Opaque == "" {
+			return nil, fmt.Errorf("store URL %q: bolt needs a file path, e.g. bolt:///var/lib/matchstream/matchstream.db", raw)
+		}
+	case "redis", "rediss", "redis-cluster", "redis-sentinel":
+	default:
+		return nil, fmt.Errorf("store URL %q: scheme must be bolt:// (embedded) or redis://", raw)
+	}
+	return u, nil
+}
