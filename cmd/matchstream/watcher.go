@@ -1,3 +1,214 @@
 package main
-import "github.com/urfave/cli/v2"
-func watcherCommand() *cli.Command { return &cli.Command{Name: "watcher"} }
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"matchstream/cmd/matchstream/matchfile"
+	"matchstream/daemon"
+	"matchstream/daemon/api"
+	"matchstream/daemon/match"
+)
+
+func apiFlag() cli.Flag {
+	return &cli.StringFlag{Name: "api", Value: "http://127.0.0.1:8888", EnvVars: env("api_url"),
+		Usage: "base URL of the daemon's HTTP API"}
+}
+
+func watcherCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "watcher",
+		Usage:     "replay a match file into a running daemon (the fake watcher)",
+		ArgsUsage: "FILE",
+		Description: "Posts each event of FILE to POST /matches/{id}/events at the file's own pace (--speed 1),\n" +
+			"X times faster (--speed X) or as fast as the daemon accepts (--speed 0). FILE is our JSON\n" +
+			"Lines format or the original sample's Erlang-term format (e.g. elp-tig-2011-09-10.config).\n" +
+			"The match id is <home>-<visit>-<start_date> from the start event, or --match. Every rejected\n" +
+			"event is reported with its line and reason, and the exit status is then non-zero.",
+		Flags: []cli.Flag{
+			apiFlag(),
+			&cli.StringFlag{Name: "token", EnvVars: env("watcher-token"), Usage: "watcher bearer token"},
+			&cli.StringFlag{Name: "token-file", EnvVars: env("watcher-token-file"),
+				DefaultText: daemon.DefaultStateDir + "/watcher.token",
+				Usage:       "file holding the watcher token (used when --token is not given)"},
+			&cli.Float64Flag{Name: "speed", Value: 1, EnvVars: env("speed"),
+				Usage: "replay speed: 1 = the file's pace, 10 = ten times faster, 0 = no waiting"},
+			&cli.StringFlag{Name: "match", EnvVars: env("match"), Usage: "match id (default: from the start event)"},
+			&cli.BoolFlag{Name: "restamp", Usage: "let the daemon stamp each event with the time it is posted instead of the file's time"},
+			&cli.DurationFlag{Name: "retry-for", Value: 30 * time.Second,
+				Usage: "keep retrying an event while the daemon is unreachable or answers 503 for this long"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only rejections and the summary"},
+		},
+		Action: runWatcher,
+	}
+}
+
+func readToken(c *cli.Context) (string, error) {
+	if t := c.String("token"); t != "" {
+		return t, nil
+	}
+	path := c.String("token-file")
+	if path == "" {
+		path = daemon.DefaultStateDir + "/watcher.token"
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", usageErr(fmt.Errorf("no watcher token: %w", err), "pass --token or --token-file (serve writes one to <state-dir>/watcher.token)")
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func runWatcher(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usageErr(errors.New("watcher needs exactly one match FILE"), "see 'matchstream watcher --help'")
+	}
+	speed := c.Float64("speed")
+	if speed < 0 {
+		return usageErr(fmt.Errorf("speed %v: must be 0 or more", speed), "")
+	}
+	token, err := readToken(c)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(c.Args().First())
+	if err != nil {
+		return usageErr(err, "")
+	}
+	mf, err := matchfile.Read(f)
+	f.Close()
+	if err != nil {
+		return usageErr(fmt.Errorf("%s: %w", c.Args().First(), err), "")
+	}
+	id := c.String("match")
+	if id == "" {
+		if id = mf.ID(); id == "" {
+			return usageErr(errors.New("the file has no start event: pass --match ID"), "")
+		}
+	}
+	base := strings.TrimRight(c.String("api"), "/")
+	endpoint := base + "/matches/" + url.PathEscape(id) + "/events"
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hc := &http.Client{Timeout: 30 * time.Second}
+	out := c.App.Writer
+
+	rejected, posted := 0, 0
+	var first, last uint64
+	for i, e := range mf.Entries {
+		if i > 0 && speed > 0 {
+			wait := time.Duration(float64(e.Event.At.Sub(mf.Entries[i-1].Event.At)) / speed)
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return failure(fmt.Errorf("interrupted after %d of %d events", i, len(mf.Entries)), "")
+			}
+		}
+		ev := e.Event
+		if c.Bool("restamp") {
+			ev.At = time.Time{}
+		}
+		res, err := postEvent(ctx, hc, endpoint, token, ev, c.Duration("retry-for"))
+		var rej *rejection
+		switch {
+		case errors.As(err, &rej):
+			rejected++
+			fmt.Fprintf(c.App.ErrWriter, "line %d: %s rejected: %s\n", e.Line, ev.Kind, rej.msg)
+			continue
+		case err != nil:
+			return failure(fmt.Errorf("line %d: %w (%d of %d events posted)", e.Line, err, posted, len(mf.Entries)), "")
+		}
+		posted++
+		if first == 0 {
+			first = res.Seq
+		}
+		last = res.Seq
+		if !c.Bool("quiet") {
+			fmt.Fprintf(out, "seq %d %s\n", res.Seq, ev.Kind)
+		}
+	}
+	fmt.Fprintf(out, "posted %d events to %s (seq %d-%d), %d rejected\n", posted, id, first, last, rejected)
+	if rejected > 0 {
+		return failure(fmt.Errorf("%d of %d events were rejected", rejected, len(mf.Entries)), "")
+	}
+	return nil
+}
+
+// rejection is a 4xx answer: the event will never be accepted as it is.
+type rejection struct{ msg string }
+
+func (r *rejection) Error() string { return r.msg }
+
+// postEvent posts one event. It retries only when nothing can have been stored — the daemon is
+// unreachable or answered 503 — so a retry never duplicates an event.
+func postEvent(ctx context.Context, hc *http.Client, endpoint, token string, ev match.Event, retryFor time.Duration) (*api.PostResult, error) {
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(retryFor)
+	backoff := 100 * time.Millisecond
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		retry := false
+		if err != nil {
+			if !isRefused(err) {
+				return nil, fmt.Errorf("post: %w", err) // may or may not have been stored: do not guess
+			}
+			retry = true
+		} else {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+			switch {
+			case resp.StatusCode/100 == 2:
+				var res api.PostResult
+				if err := json.Unmarshal(b, &res); err != nil {
+					return nil, fmt.Errorf("post: bad reply %q: %w", b, err)
+				}
+				return &res, nil
+			case resp.StatusCode == http.StatusServiceUnavailable:
+				retry = true
+			case resp.StatusCode == http.StatusUnauthorized:
+				return nil, usageErr(errors.New("the daemon refused the watcher token (401)"), "check --token / --token-file against the daemon's watcher token")
+			default:
+				var e api.ErrorBody
+				if json.Unmarshal(b, &e) == nil && e.Error != "" {
+					return nil, &rejection{msg: e.Error}
+				}
+				return nil, &rejection{msg: resp.Status}
+			}
+		}
+		if !retry || time.Now().After(deadline) {
+			if err != nil {
+				return nil, fmt.Errorf("post: %w", err)
+			}
+			return nil, errors.New("post: the daemon's store is unavailable (503)")
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }

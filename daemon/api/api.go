@@ -288,8 +288,11 @@ func (h *Handler) post(ctx *fasthttp.RequestCtx, id string) {
 	var ee *live.EventError
 	switch {
 	case errors.As(err, &ee):
-		idx := ee.Index
-		writeJSON(ctx, fasthttp.StatusBadRequest, ErrorBody{Error: ee.Error(), Index: &idx})
+		body := ErrorBody{Error: ee.Err.Error()}
+		if bytes.HasPrefix(bytes.TrimSpace(ctx.PostBody()), []byte("[")) {
+			body.Error, body.Index = ee.Error(), &ee.Index // say which event of the array
+		}
+		writeJSON(ctx, fasthttp.StatusBadRequest, body)
 	case errors.Is(err, live.ErrStore):
 		h.log.Error("post events", "match", id, "err", err)
 		ctx.Response.Header.Set("Retry-After", "1")

@@ -1,0 +1,252 @@
+package hub_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"matchstream/daemon/hub"
+)
+
+// memConn records what the hub writes; if gate is set, writes block until it is closed.
+type memConn struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	closed bool
+	gate   chan struct{}
+	done   chan struct{}
+}
+
+func newConn() *memConn { return &memConn{done: make(chan struct{})} }
+
+func (c *memConn) Write(p []byte) (int, error) {
+	if c.gate != nil {
+		select {
+		case <-c.gate:
+		case <-c.done:
+			return 0, io.ErrClosedPipe
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return 0, io.ErrClosedPipe
+	}
+	return c.buf.Write(p)
+}
+
+func (c *memConn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		c.closed = true
+		close(c.done)
+	}
+	return nil
+}
+
+func (c *memConn) String() string { c.mu.Lock(); defer c.mu.Unlock(); return c.buf.String() }
+
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func frames(v1, v3 string) func(int) []byte {
+	return func(version int) []byte {
+		if version == 3 {
+			return []byte(v3)
+		}
+		return []byte(v1)
+	}
+}
+
+func TestBroadcastOrderAndVersions(t *testing.T) {
+	h := hub.New(hub.Config{QueueLimit: 1000}, quiet(), nil)
+	c1, c3 := newConn(), newConn()
+	h.Subscribe(c1, 1, [][]byte{[]byte("S1|")}, false)
+	h.Subscribe(c3, 3, [][]byte{[]byte("S3|")}, false)
+	var want1, want3 string
+	for i := range 100 {
+		h.Broadcast(frames(fmt.Sprintf("a%d|", i), fmt.Sprintf("b%d|", i)), i == 99)
+		want1 += fmt.Sprintf("a%d|", i)
+		want3 += fmt.Sprintf("b%d|", i)
+	}
+	waitFor(t, "both closed after the last frame", func() bool {
+		c1.mu.Lock()
+		c3.mu.Lock()
+		defer c1.mu.Unlock()
+		defer c3.mu.Unlock()
+		return c1.closed && c3.closed
+	})
+	if got := c1.String(); got != "S1|"+want1 {
+		t.Errorf("v1 got %q", got)
+	}
+	if got := c3.String(); got != "S3|"+want3 {
+		t.Errorf("v3 got %q", got)
+	}
+	if h.Len() != 0 {
+		t.Errorf("%d subscribers after the last frame", h.Len())
+	}
+	// A hub whose match ended takes no subscriber: it gets its first frames and is closed.
+	late := newConn()
+	h.Subscribe(late, 1, [][]byte{[]byte("status")}, false)
+	waitFor(t, "late subscriber closed", func() bool { late.mu.Lock(); defer late.mu.Unlock(); return late.closed })
+	if late.String() != "status" {
+		t.Errorf("late subscriber got %q", late.String())
+	}
+}
+
+func TestSlowConsumerIsCutOthersUnaffected(t *testing.T) {
+	var stats hub.Stats
+	h := hub.New(hub.Config{QueueLimit: 4}, quiet(), &stats)
+	stalled := newConn()
+	stalled.gate = make(chan struct{}) // never opened: the client never reads
+	h.Subscribe(stalled, 1, nil, false)
+	fast := make([]*memConn, 50)
+	for i := range fast {
+		fast[i] = newConn()
+		h.Subscribe(fast[i], 3, nil, false)
+	}
+	for i := range 20 {
+		h.Broadcast(frames("x", fmt.Sprintf("%02d", i)), false)
+	}
+	waitFor(t, "stalled client cut", func() bool { return stats.SlowDropped.Load() == 1 })
+	stalled.mu.Lock()
+	if !stalled.closed {
+		t.Error("stalled connection not closed")
+	}
+	stalled.mu.Unlock()
+	var want string
+	for i := range 20 {
+		want += fmt.Sprintf("%02d", i)
+	}
+	for i, c := range fast {
+		waitFor(t, "fast client complete", func() bool { return c.String() == want })
+		_ = i
+	}
+	if h.Len() != 50 {
+		t.Errorf("%d subscribers, want 50", h.Len())
+	}
+}
+
+func TestWriteTimeoutCuts(t *testing.T) {
+	var stats hub.Stats
+	h := hub.New(hub.Config{QueueLimit: 100, WriteTimeout: 20 * time.Millisecond}, quiet(), &stats)
+	c := &deadlineConn{memConn: newConn()}
+	c.gate = make(chan struct{})
+	h.Subscribe(c, 1, [][]byte{[]byte("status")}, false)
+	waitFor(t, "cut on write timeout", func() bool { return stats.SlowDropped.Load() == 1 && h.Len() == 0 })
+}
+
+// deadlineConn fails a blocked write once its deadline passes, as a net.Conn does.
+type deadlineConn struct {
+	*memConn
+	mu       sync.Mutex
+	deadline time.Time
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *deadlineConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	d := time.Until(c.deadline)
+	c.mu.Unlock()
+	select {
+	case <-c.gate:
+		return c.memConn.Write(p)
+	case <-time.After(d):
+		return 0, timeoutErr{}
+	}
+}
+
+func TestLeaveAndClose(t *testing.T) {
+	var stats hub.Stats
+	h := hub.New(hub.Config{QueueLimit: 8}, quiet(), &stats)
+	conns := make([]*memConn, 1000)
+	subs := make([]*hub.Subscriber, len(conns))
+	for i := range conns {
+		conns[i] = newConn()
+		subs[i] = h.Subscribe(conns[i], 1, nil, false)
+	}
+	for i := 0; i < len(subs); i += 2 {
+		subs[i].Leave()
+		subs[i].Leave() // twice is harmless
+	}
+	if h.Len() != 500 || stats.Subscribers.Load() != 500 {
+		t.Fatalf("after leaving: Len %d, gauge %d; want 500", h.Len(), stats.Subscribers.Load())
+	}
+	h.Close()
+	if h.Len() != 0 || stats.Subscribers.Load() != 0 {
+		t.Fatalf("after Close: Len %d, gauge %d", h.Len(), stats.Subscribers.Load())
+	}
+	for i, c := range conns {
+		if !c.closed {
+			t.Fatalf("conn %d open after Close", i)
+		}
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+func (discard) Close() error                { return nil }
+
+// BenchmarkBroadcast: one event to N subscribers, until every subscriber has written it.
+func BenchmarkBroadcast(b *testing.B) {
+	for _, n := range []int{1, 100, 10_000} {
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+			var stats hub.Stats
+			h := hub.New(hub.Config{QueueLimit: 1 << 16}, quiet(), &stats)
+			for i := 0; i < n; i++ {
+				h.Subscribe(discard{}, 1+2*(i%2), nil, false)
+			}
+			f := frames("2011-09-10 21:00:53: goal:\n\tplayer: Luna (7) \n\tteam: <<\"tig\">>\n\r\n", `{"match":"elp-tig-2011-09-10","seq":2,"kind":"goal"}`+"\n")
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				h.Broadcast(f, false)
+				want := int64(n) * int64(i+1)
+				for stats.Deliveries.Load() < want {
+					// spin: the benchmark measures until the last subscriber has its frame
+				}
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
+		})
+	}
+}
+
+func BenchmarkSubscribeLeave(b *testing.B) {
+	h := hub.New(hub.Config{QueueLimit: 64}, quiet(), nil)
+	for i := 0; i < 20_000; i++ {
+		h.Subscribe(discard{}, 1, nil, false)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h.Subscribe(discard{}, 1, nil, false).Leave()
+	}
+}
