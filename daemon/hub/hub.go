@@ -93,7 +93,7 @@ func (h *Hub) Subscribe(conn Conn, version int, first [][]byte, last bool) *Subs
 		last = true
 	}
 	h.mu.Unlock()
-	s.enqueue(first, last)
+	s.enqueue(first, last, false)
 	return s
 }
 
@@ -104,13 +104,24 @@ func (h *Hub) Len() int {
 	return len(h.subs)
 }
 
-// Broadcast queues one frame per subscriber, picked by protocol version through frameFor. If last,
-// each subscriber is closed once the frame is written and the hub takes no new subscribers.
-func (h *Hub) Broadcast(frameFor func(version int) []byte, last bool) {
+// Broadcast queues n frames per subscriber — one batch of events, picked by protocol version through
+// frameFor(version, i) — and never blocks. A subscriber that still has QueueLimit frames or more
+// queued from earlier broadcasts is cut as a slow consumer instead; counting the backlog before the
+// batch means a large batch posted at once does not cut a client that is keeping up. If last, each
+// subscriber is closed once the batch is written and the hub takes no new subscribers.
+func (h *Hub) Broadcast(n int, frameFor func(version, i int) []byte, last bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	var byVersion [4][][]byte // the batch is built once per version, shared by every subscriber
 	for s := range h.subs {
-		if !s.enqueue([][]byte{frameFor(s.Version)}, last) {
+		v := s.Version & 3
+		if byVersion[v] == nil {
+			byVersion[v] = make([][]byte, n)
+			for i := range n {
+				byVersion[v][i] = frameFor(s.Version, i)
+			}
+		}
+		if !s.enqueue(byVersion[v], last, true) {
 			delete(h.subs, s) // cut as a slow consumer
 			h.stats.Subscribers.Add(-1)
 		}
@@ -147,18 +158,19 @@ func (s *Subscriber) Leave() {
 	s.close()
 }
 
-// enqueue appends frames; false means the subscriber was cut because its queue is full.
-func (s *Subscriber) enqueue(frames [][]byte, last bool) bool {
+// enqueue appends frames; false means the subscriber was cut because its backlog was at the limit.
+// The initial frames of a subscription (limited false) are never refused.
+func (s *Subscriber) enqueue(frames [][]byte, last, limited bool) bool {
 	s.mu.Lock()
 	if s.done {
 		s.mu.Unlock()
 		return true
 	}
-	if len(s.queue)+len(frames) > s.hub.cfg.QueueLimit && len(frames) == 1 {
+	if queued := len(s.queue); limited && queued >= s.hub.cfg.QueueLimit {
 		s.done = true
 		s.mu.Unlock()
 		s.hub.stats.SlowDropped.Add(1)
-		s.hub.log.Info("client cut", "reason", "slow_consumer", "queued", len(s.queue), "limit", s.hub.cfg.QueueLimit)
+		s.hub.log.Info("client cut", "reason", "slow_consumer", "queued", queued, "limit", s.hub.cfg.QueueLimit)
 		s.close()
 		return false
 	}

@@ -64,8 +64,8 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func frames(v1, v3 string) func(int) []byte {
-	return func(version int) []byte {
+func frames(v1, v3 string) func(int, int) []byte {
+	return func(version, _ int) []byte {
 		if version == 3 {
 			return []byte(v3)
 		}
@@ -80,7 +80,7 @@ func TestBroadcastOrderAndVersions(t *testing.T) {
 	h.Subscribe(c3, 3, [][]byte{[]byte("S3|")}, false)
 	var want1, want3 string
 	for i := range 100 {
-		h.Broadcast(frames(fmt.Sprintf("a%d|", i), fmt.Sprintf("b%d|", i)), i == 99)
+		h.Broadcast(1, frames(fmt.Sprintf("a%d|", i), fmt.Sprintf("b%d|", i)), i == 99)
 		want1 += fmt.Sprintf("a%d|", i)
 		want3 += fmt.Sprintf("b%d|", i)
 	}
@@ -120,10 +120,18 @@ func TestSlowConsumerIsCutOthersUnaffected(t *testing.T) {
 		fast[i] = newConn()
 		h.Subscribe(fast[i], 3, nil, false)
 	}
+	// Events arrive at the pace of posts: each is written to the fast clients before the next.
+	var sofar string
 	for i := range 20 {
-		h.Broadcast(frames("x", fmt.Sprintf("%02d", i)), false)
+		h.Broadcast(1, frames("x", fmt.Sprintf("%02d", i)), false)
+		sofar += fmt.Sprintf("%02d", i)
+		for _, c := range fast {
+			waitFor(t, "fast client keeps up", func() bool { return c.String() == sofar })
+		}
 	}
-	waitFor(t, "stalled client cut", func() bool { return stats.SlowDropped.Load() == 1 })
+	if got := stats.SlowDropped.Load(); got != 1 {
+		t.Fatalf("%d clients cut, want only the stalled one", got)
+	}
 	stalled.mu.Lock()
 	if !stalled.closed {
 		t.Error("stalled connection not closed")
@@ -133,9 +141,10 @@ func TestSlowConsumerIsCutOthersUnaffected(t *testing.T) {
 	for i := range 20 {
 		want += fmt.Sprintf("%02d", i)
 	}
-	for i, c := range fast {
-		waitFor(t, "fast client complete", func() bool { return c.String() == want })
-		_ = i
+	for _, c := range fast {
+		if c.String() != want {
+			t.Fatalf("fast client got %q", c.String())
+		}
 	}
 	if h.Len() != 50 {
 		t.Errorf("%d subscribers, want 50", h.Len())
@@ -228,7 +237,7 @@ func BenchmarkBroadcast(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				h.Broadcast(f, false)
+				h.Broadcast(1, f, false)
 				want := int64(n) * int64(i+1)
 				for stats.Deliveries.Load() < want {
 					// spin: the benchmark measures until the last subscriber has its frame
@@ -248,5 +257,18 @@ func BenchmarkSubscribeLeave(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		h.Subscribe(discard{}, 1, nil, false).Leave()
+	}
+}
+
+// A batch larger than the queue limit, posted at once, does not cut a client that keeps up.
+func TestLargeBatchDoesNotCut(t *testing.T) {
+	var stats hub.Stats
+	h := hub.New(hub.Config{QueueLimit: 4}, quiet(), &stats)
+	c := newConn()
+	h.Subscribe(c, 3, nil, false)
+	h.Broadcast(100, func(_, i int) []byte { return []byte{byte('0' + i%10)} }, true)
+	waitFor(t, "batch written and closed", func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.closed })
+	if len(c.String()) != 100 || stats.SlowDropped.Load() != 0 {
+		t.Fatalf("got %d bytes, %d cut", len(c.String()), stats.SlowDropped.Load())
 	}
 }

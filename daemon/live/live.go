@@ -128,9 +128,9 @@ func (r *Registry) Post(ctx context.Context, id string, events []match.Event) ([
 	m.state = next
 	for _, rec := range recs {
 		m.add(rec)
-		f := m.frames[len(m.frames)-1]
-		m.hub.Broadcast(f.For, rec.Kind == match.KindStop)
 	}
+	batch := m.frames[len(m.frames)-len(recs):]
+	m.hub.Broadcast(len(batch), func(version, i int) []byte { return batch[i].For(version) }, next.Ended())
 	return recs, nil
 }
 
