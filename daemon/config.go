@@ -98,6 +98,9 @@ func (c *Config) Validate() error {
 	if c.Hub.QueueLimit < 2 || c.Hub.QueueLimit > 1<<16 {
 		bad("client-queue: %d is outside 2-65536 frames", c.Hub.QueueLimit)
 	}
+	if c.Stream.SendBuffer < 0 || c.Stream.SendBuffer > 64<<20 {
+		bad("send-buffer: %d is outside 0-67108864 bytes", c.Stream.SendBuffer)
+	}
 	if c.API.MaxBodySize < 4096 {
 		bad("max-body: %d is below 4096 bytes", c.API.MaxBodySize)
 	}

@@ -56,6 +56,8 @@ func serveFlags() []cli.Flag {
 			Usage: "a client whose socket accepts nothing for this long is cut"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "keepalive", Value: d.Stream.KeepAlive, EnvVars: env("keepalive"),
 			Usage: "TCP keepalive idle time, to find half-open client connections (0 = off)"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "send-buffer", EnvVars: env("send-buffer"),
+			Usage: "fixed SO_SNDBUF per client socket in bytes (0 = kernel autotuning up to tcp_wmem)"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-body", Value: d.API.MaxBodySize, EnvVars: env("max-body"),
 			Usage: "largest API request body in bytes"}),
 	}, logFlags()...)
@@ -110,6 +112,7 @@ func configFrom(c *cli.Context) (daemon.Config, error) {
 	cfg.Stream.HandshakeTimeout = c.Duration("handshake-timeout")
 	cfg.Stream.MaxLine = c.Int("max-line")
 	cfg.Stream.KeepAlive = c.Duration("keepalive")
+	cfg.Stream.SendBuffer = c.Int("send-buffer")
 	cfg.Hub.QueueLimit = c.Int("client-queue")
 	cfg.Hub.WriteTimeout = c.Duration("write-timeout")
 	streams, err := listen.ParseRange(c.String("stream"))

@@ -24,6 +24,10 @@ type Config struct {
 	HandshakeTimeout time.Duration // no connect line within this → ERROR: timeout
 	MaxLine          int           // connect line longer than this → ERROR: line_too_long
 	KeepAlive        time.Duration // TCP keepalive period, finds half-open connections
+	// SendBuffer, when set, fixes each client socket's SO_SNDBUF (the kernel doubles it) instead of
+	// letting it autotune up to tcp_wmem's maximum: it bounds the kernel memory a client that stops
+	// reading can pin, and makes such a client reach the slow-consumer cut sooner.
+	SendBuffer int
 }
 
 // Server serves the stream ports.
@@ -103,6 +107,9 @@ func (s *Server) Serve(p *listen.Port) error {
 func (s *Server) handle(c *conn) {
 	defer s.wg.Done()
 	c.SetNoDelay(true)
+	if s.cfg.SendBuffer > 0 {
+		c.SetWriteBuffer(s.cfg.SendBuffer)
+	}
 	if s.cfg.KeepAlive > 0 {
 		c.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: s.cfg.KeepAlive, Interval: s.cfg.KeepAlive / 3, Count: 3})
 	}

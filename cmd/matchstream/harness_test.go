@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The end-to-end tests run the real binary, built once by TestMain, on loopback ports.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "matchstream-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "matchstream")
+	build := exec.Command("go", "build", "-race", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freePorts finds n consecutive free loopback ports (for a --stream range) plus one for the API.
+func freePorts(t *testing.T, n int) (api int, stream []int) {
+	t.Helper()
+	for range 100 {
+		base := 20000 + rand.IntN(30000)
+		var lns []net.Listener
+		ok := true
+		for p := base; p <= base+n; p++ {
+			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+			if err != nil {
+				ok = false
+				break
+			}
+			lns = append(lns, ln)
+		}
+		for _, ln := range lns {
+			ln.Close()
+		}
+		if ok {
+			for p := base + 1; p <= base+n; p++ {
+				stream = append(stream, p)
+			}
+			return base, stream
+		}
+	}
+	t.Fatal("no free ports")
+	return 0, nil
+}
+
+// daemonProc is one `matchstream serve` process.
+type daemonProc struct {
+	t        *testing.T
+	cmd      *exec.Cmd
+	stateDir string
+	apiPort  int
+	stream   []int
+	log      *syncBuffer
+	args     []string
+	exited   chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func startDaemon(t *testing.T, stateDir string, extra ...string) *daemonProc {
+	t.Helper()
+	api, stream := freePorts(t, 4)
+	d := &daemonProc{t: t, stateDir: stateDir, apiPort: api, stream: stream, log: &syncBuffer{}}
+	d.args = append([]string{"serve", "--config", "/dev/null", "--state-dir", stateDir,
+		"--api", fmt.Sprintf("127.0.0.1:%d", api),
+		"--stream", fmt.Sprintf("127.0.0.1:%d-%d", stream[0], stream[len(stream)-1]),
+		"--log-level", "debug"}, extra...)
+	d.start()
+	return d
+}
+
+func (d *daemonProc) start() {
+	d.t.Helper()
+	d.cmd = exec.Command(binary, d.args...)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.exited = make(chan struct{})
+	go func() { d.cmd.Wait(); close(d.exited) }()
+	d.t.Cleanup(d.kill)
+	waitUntil(d.t, "daemon healthy", 20*time.Second, func() bool {
+		select {
+		case <-d.exited:
+			d.t.Fatalf("daemon exited:\n%s", d.log.String())
+		default:
+		}
+		resp, err := http.Get(d.url("/healthz"))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+func (d *daemonProc) kill() {
+	if d.cmd.Process != nil {
+		d.cmd.Process.Kill()
+		<-d.exited
+	}
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (d *daemonProc) stop() {
+	d.t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(20 * time.Second):
+		d.t.Fatalf("daemon did not stop on SIGTERM:\n%s", d.log.String())
+	}
+	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+		d.t.Fatalf("daemon exited %d on SIGTERM:\n%s", code, d.log.String())
+	}
+}
+
+func (d *daemonProc) url(path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d%s", d.apiPort, path)
+}
+
+func (d *daemonProc) apiURL() string { return d.url("") }
+
+func (d *daemonProc) token() string {
+	b, err := os.ReadFile(filepath.Join(d.stateDir, "watcher.token"))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (d *daemonProc) getJSON(path string, v any) int {
+	d.t.Helper()
+	resp, err := http.Get(d.url(path))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if v != nil && resp.StatusCode == 200 {
+		if err := json.Unmarshal(b, v); err != nil {
+			d.t.Fatalf("GET %s: %v: %s", path, err, b)
+		}
+	}
+	return resp.StatusCode
+}
+
+// subscribers is the subscriber count of a match from GET /matches.
+func (d *daemonProc) subscribers(id string) int {
+	var list []struct {
+		ID          string `json:"id"`
+		Subscribers int    `json:"subscribers"`
+	}
+	d.getJSON("/matches", &list)
+	for _, m := range list {
+		if m.ID == id {
+			return m.Subscribers
+		}
+	}
+	return -1
+}
+
+// run runs the binary with args and returns its combined output; the test fails unless it exits
+// with wantCode.
+func run(t *testing.T, wantCode int, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, binary, args...).CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("matchstream %v: %v", args, err)
+	}
+	if code != wantCode {
+		t.Fatalf("matchstream %s: exit %d, want %d:\n%s", strings.Join(args, " "), code, wantCode, out)
+	}
+	return string(out)
+}
+
+func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
