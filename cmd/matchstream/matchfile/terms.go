@@ -161,7 +161,9 @@ func (p *parser) term(depth int) (term, error) {
 	}
 }
 
-func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' }
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
 
 func (t term) pair() (string, term, bool) {
 	if t.kind != tTuple || len(t.elems) != 2 || t.elems[0].kind != tAtom {
