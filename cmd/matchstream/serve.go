@@ -103,6 +103,9 @@ func serveCommand() *cli.Command {
 func configFrom(c *cli.Context) (daemon.Config, error) {
 	cfg := daemon.Default()
 	cfg.StateDir = c.String("state-dir")
+	if abs, err := filepath.Abs(cfg.StateDir); err == nil && cfg.StateDir != "" {
+		cfg.StateDir = abs // logs and the store URL then name the real place
+	}
 	cfg.Store = c.String("store")
 	cfg.WatcherTokenFile = c.String("watcher-token-file")
 	cfg.API.WatcherToken = c.String("watcher-token")

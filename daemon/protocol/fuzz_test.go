@@ -43,8 +43,12 @@ func FuzzParseConnect(f *testing.F) {
 		default:
 			t.Fatalf("version %d from %q", req.Version, line)
 		}
-		if req.HasFrom && !bytes.Contains(line, []byte(":FROM:"+strconv.FormatUint(req.From, 10))) {
-			t.Fatalf("FROM %d not in %q", req.From, line)
+		if req.HasFrom {
+			i := bytes.LastIndex(line, []byte(":FROM:"))
+			n, err := strconv.ParseUint(strings.TrimRight(string(line[i+6:]), "\r\n"), 10, 64)
+			if i < 0 || err != nil || n != req.From {
+				t.Fatalf("FROM %d does not match %q", req.From, line)
+			}
 		}
 		const max = 1024
 		a, errA := protocol.ReadLine(bytes.NewReader(line), max)
