@@ -9,7 +9,7 @@ SPEED    ?= 4
 FUZZTIME ?= 5s
 # package:target for every fuzz target; `make test` runs each for FUZZTIME, `make fuzz` for longer.
 FUZZ := ./daemon/protocol:FuzzParseConnect ./daemon/match:FuzzDecodeEvent ./daemon/match:FuzzApply \
-        ./cmd/matchstream/matchfile:FuzzRead
+        ./cmd/matchstream/matchfile:FuzzRead ./daemon/api:FuzzPostEvents
 
 .PHONY: build run test vet unit fuzz-smoke fuzz bench lint clean
 

@@ -76,6 +76,23 @@ func (h *Handler) Server() *fasthttp.Server {
 		WriteTimeout:       30 * time.Second,
 		IdleTimeout:        60 * time.Second,
 		Logger:             fasthttpLogger{h.log},
+		ErrorHandler:       requestError,
+	}
+}
+
+// requestError answers a request fasthttp could not read, in our JSON, with the status that says why.
+func requestError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "request body over the limit (--max-body)")
+	case errors.As(err, &small):
+		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers too large")
+	case errors.As(err, &ne) && ne.Timeout():
+		writeError(ctx, fasthttp.StatusRequestTimeout, "request timeout")
+	default:
+		writeError(ctx, fasthttp.StatusBadRequest, "malformed HTTP request")
 	}
 }
 

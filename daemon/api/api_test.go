@@ -1,0 +1,343 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
+
+	"matchstream/daemon/api"
+	"matchstream/daemon/hub"
+	"matchstream/daemon/listen"
+	"matchstream/daemon/live"
+	"matchstream/daemon/match"
+	"matchstream/daemon/store"
+	"matchstream/daemon/store/bolt"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+const token = "s3cret"
+
+// fixture is an API over a real registry and bolt store, served on an in-memory listener.
+type fixture struct {
+	t      testing.TB
+	client *fasthttp.Client
+	reg    *live.Registry
+	st     *failingStore
+	ports  []*listen.Port
+	dial   func() (net.Conn, error)
+}
+
+// failingStore wraps a store and can be made to fail appends, like a store that is down.
+type failingStore struct {
+	store.Store
+	down bool
+}
+
+func (f *failingStore) Append(ctx context.Context, id string, recs []match.Record) error {
+	if f.down {
+		return errors.New("disk on fire")
+	}
+	return f.Store.Append(ctx, id, recs)
+}
+
+// memStore is an in-memory store.Store for the fuzzer, which cannot afford an fsync per input.
+type memStore struct {
+	mu   sync.Mutex
+	recs map[string][]match.Record
+}
+
+func (m *memStore) Append(_ context.Context, id string, recs []match.Record) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := store.CheckAppend(id, uint64(len(m.recs[id])), recs); err != nil {
+		return err
+	}
+	m.recs[id] = append(m.recs[id], recs...)
+	return nil
+}
+func (m *memStore) Matches(context.Context) ([]string, error) { return nil, nil }
+func (m *memStore) Events(context.Context, string, uint64) ([]match.Record, error) {
+	return nil, nil
+}
+func (m *memStore) Ping(context.Context) error { return nil }
+func (m *memStore) Close() error               { return nil }
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	b, err := bolt.Open(filepath.Join(t.TempDir(), "m.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return newFixtureOn(t, b)
+}
+
+func newFixtureOn(t testing.TB, backing store.Store) *fixture {
+	st := &failingStore{Store: backing}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg, err := live.Open(context.Background(), st, hub.Config{QueueLimit: 64}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ports []*listen.Port
+	for range 3 {
+		ln, err := listen.Bind("127.0.0.1:0", 128)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		ports = append(ports, &listen.Port{Listener: ln})
+	}
+	ports[0].Conns.Store(5)
+	ports[1].Conns.Store(2)
+	ports[2].Conns.Store(9)
+	lns := &listen.Set{Stream: ports}
+	h := api.New(api.Config{WatcherToken: token, MaxBodySize: 64 << 10}, reg, lns, log, func() bool { return true })
+	mem := fasthttputil.NewInmemoryListener()
+	srv := h.Server()
+	go srv.Serve(mem)
+	t.Cleanup(func() { srv.Shutdown(); mem.Close() })
+	return &fixture{t: t, reg: reg, st: st, client: &fasthttp.Client{DisableHeaderNamesNormalizing: true,
+		Dial: func(string) (net.Conn, error) { return mem.Dial() }}, ports: ports, dial: mem.Dial}
+}
+
+func (f *fixture) do(method, path, auth, body string) (int, []byte, *fasthttp.ResponseHeader) {
+	f.t.Helper()
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	req.Header.SetMethod(method)
+	req.SetRequestURI("http://matchstream" + path)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	req.SetBodyString(body)
+	if err := f.client.Do(req, resp); err != nil {
+		f.t.Fatal(err)
+	}
+	var hdr fasthttp.ResponseHeader
+	resp.Header.CopyTo(&hdr)
+	return resp.StatusCode(), append([]byte(nil), resp.Body()...), &hdr
+}
+
+func sampleLines(t testing.TB) []string {
+	b, err := os.ReadFile("../../testdata/matches/elp-tig-2011-09-10.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSpace(string(b)), "\n")
+}
+
+const id = "elp-tig-2011-09-10"
+
+func (f *fixture) postSample(n int) { f.postSampleAs(id, n) }
+
+func (f *fixture) postSampleAs(matchID string, n int) {
+	f.t.Helper()
+	lines := sampleLines(f.t)[:n]
+	code, body, _ := f.do("POST", "/matches/"+matchID+"/events", "Bearer "+token, "["+strings.Join(lines, ",")+"]")
+	if code != 201 {
+		f.t.Fatalf("post sample: %d %s", code, body)
+	}
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		os.WriteFile(path, got, 0o644)
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test -update)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s:\ngot  %s\nwant %s", name, got, want)
+	}
+}
+
+// The original's read API: same paths, same JSON, same headers.
+func TestOriginalAPI(t *testing.T) {
+	f := newFixture(t)
+	f.postSample(31)
+	for _, tc := range []struct {
+		path, golden string
+		code         int
+	}{
+		{"/1/matches", "v1_matches.json", 200},
+		{"/1/match/" + id, "v1_match.json", 200},
+		{"/1/match/" + id + "/history", "v1_history.json", 200},
+		{"/1/match/nope", "", 404},
+		{"/1/match/nope/history", "", 404},
+		{"/1/other", "", 404},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			code, body, hdr := f.do("GET", tc.path, "", "")
+			if code != tc.code {
+				t.Fatalf("status %d, want %d: %s", code, tc.code, body)
+			}
+			var raw bytes.Buffer
+			hdr.VisitAll(func(k, v []byte) { raw.WriteString(string(k) + ": " + string(v) + "\n") })
+			for _, h := range []string{"Access-Control-Allow-Origin: *\n", "Match-Stream-API-Version: 1\n"} {
+				if !strings.Contains(raw.String(), h) {
+					t.Errorf("header %q missing in\n%s", h, raw.String())
+				}
+			}
+			if tc.golden != "" {
+				golden(t, tc.golden, body)
+			}
+		})
+	}
+}
+
+// checkin and connect answer with the least-loaded stream port (the fixture's second, 2 connections).
+func TestLeastLoadedPort(t *testing.T) {
+	f := newFixture(t)
+	f.postSample(1)
+	want := f.ports[1].Number()
+	var v1 struct{ Port int }
+	_, body, _ := f.do("GET", "/1/checkin", "", "")
+	if json.Unmarshal(body, &v1) != nil || v1.Port != want {
+		t.Errorf("/1/checkin = %s, want port %d", body, want)
+	}
+	var c api.Connect
+	_, body, _ = f.do("GET", "/connect?match="+id, "", "")
+	if json.Unmarshal(body, &c) != nil || c.Port != want || c.Host != "127.0.0.1" {
+		t.Errorf("/connect = %s, want 127.0.0.1:%d", body, want)
+	}
+	f.ports[1].Conns.Store(50)
+	_, body, _ = f.do("GET", "/connect", "", "")
+	if json.Unmarshal(body, &c) != nil || c.Port != f.ports[0].Number() {
+		t.Errorf("/connect after load moved = %s, want port %d", body, f.ports[0].Number())
+	}
+}
+
+func TestOursAPI(t *testing.T) {
+	f := newFixture(t)
+	f.postSample(10)
+	for _, tc := range []struct {
+		path, golden string
+		code         int
+	}{
+		{"/matches", "matches.json", 200},
+		{"/matches/" + id, "match.json", 200},
+		{"/matches/" + id + "/events?from=8", "events_from_8.json", 200},
+		{"/matches/" + id + "/events?from=99", "events_from_99.json", 200},
+		{"/matches/" + id + "/events?from=x", "events_bad_from.json", 400},
+		{"/matches/nope", "match_unknown.json", 404},
+		{"/connect?match=nope", "connect_unknown.json", 404},
+		{"/healthz", "healthz.json", 200},
+		{"/nope", "nope.json", 404},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			code, body, _ := f.do("GET", tc.path, "", "")
+			if code != tc.code {
+				t.Fatalf("status %d, want %d: %s", code, tc.code, body)
+			}
+			golden(t, tc.golden, body)
+		})
+	}
+}
+
+func TestPostEvents(t *testing.T) {
+	f := newFixture(t)
+	lines := sampleLines(t)
+	post := func(auth, body string) (int, string) {
+		code, b, _ := f.do("POST", "/matches/"+id+"/events", auth, body)
+		return code, string(b)
+	}
+	for _, tc := range []struct {
+		name, auth, body string
+		code             int
+		want             string
+	}{
+		{"no token", "", lines[0], 401, "watcher token"},
+		{"wrong token", "Bearer nope", lines[0], 401, "watcher token"},
+		{"basic auth", "Basic " + token, lines[0], 401, "watcher token"},
+		{"not started", "Bearer " + token, lines[1], 400, "first event must be start"},
+		{"garbage", "Bearer " + token, "{{{", 400, "invalid event JSON"},
+		{"empty", "Bearer " + token, "", 400, "empty body"},
+		{"start", "Bearer " + token, lines[0], 201, `{"match":"elp-tig-2011-09-10","seq":1,"seqs":[1]}`},
+		{"batch with a bad event is refused whole", "Bearer " + token,
+			"[" + lines[1] + `,{"kind":"goal","team":"tig","player":{"number":99},"at":"2011-09-10T21:01:00Z"}]`, 400,
+			`{"error":"event 1: player 99 is not on the pitch for tig","index":1}`},
+		{"unknown field", "Bearer " + token, `{"kind":"stop","colour":"red"}`, 400, "unknown field"},
+		{"batch", "Bearer " + token, "[" + lines[1] + "," + lines[2] + "]", 201, `"seqs":[2,3]`},
+		{"time goes back", "Bearer " + token, lines[1], 400, "goes back in time"},
+		{"no at: server time", "Bearer " + token, `{"kind":"comment","comment":"live"}`, 201, `"seq":4`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := post(tc.auth, tc.body)
+			if code != tc.code || !strings.Contains(body, tc.want) {
+				t.Fatalf("POST = %d %s; want %d containing %q", code, body, tc.code, tc.want)
+			}
+		})
+	}
+	if recs, _ := f.reg.Events(id, 0); len(recs) != 4 {
+		t.Fatalf("%d events stored, want 4", len(recs))
+	}
+	// A body over --max-body is refused from its Content-Length, before it is read.
+	c, err := f.dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "POST /matches/"+id+"/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+token+
+		"\r\nContent-Length: 1000000\r\n\r\n{")
+	resp, _ := io.ReadAll(c)
+	if !bytes.HasPrefix(resp, []byte("HTTP/1.1 413 ")) || !bytes.Contains(resp, []byte("over the limit")) {
+		t.Fatalf("huge body: %s", resp)
+	}
+	f.st.down = true
+	code, body, hdr := f.do("POST", "/matches/"+id+"/events", "Bearer "+token, `{"kind":"comment","comment":"x"}`)
+	if code != 503 || string(hdr.Peek("Retry-After")) == "" || !strings.Contains(string(body), "retry") {
+		t.Fatalf("store down: %d %s", code, body)
+	}
+	f.st.down = false
+	if recs, _ := f.reg.Events(id, 0); len(recs) != 4 {
+		t.Fatalf("a refused post changed the history: %d events", len(recs))
+	}
+	if code, body, _ := f.do("DELETE", "/matches/"+id+"/events", "Bearer "+token, ""); code != 405 {
+		t.Fatalf("DELETE = %d %s", code, body)
+	}
+}
+
+// FuzzPostEvents: no body makes the handler fail with anything but a 201, 400 or 413, and an
+// accepted body leaves a history that the v1 history endpoint still renders.
+func FuzzPostEvents(f *testing.F) {
+	f.Add(`{"kind":"comment","comment":"x"}`)
+	f.Add(`[{"kind":"stop"}]`)
+	f.Add(`[{"kind":"goal","team":"tig","player":{"number":7}}]`)
+	f.Add(`{"kind":"card","team":"elp","card":"red","player":{"number":25}}`)
+	fx := newFixtureOn(f, &memStore{recs: map[string][]match.Record{}})
+	n := 0
+	f.Fuzz(func(t *testing.T, body string) {
+		n++
+		fx.t = t // inputs run one at a time in a worker: report on this one
+		m := fmt.Sprintf("elp-tig-%d", n) // a fresh match per input
+		fx.postSampleAs(m, 1)
+		code, _, _ := fx.do("POST", "/matches/"+m+"/events", "Bearer "+token, body)
+		if code != 201 && code != 400 && code != 413 {
+			t.Fatalf("POST %q = %d", body, code)
+		}
+		for _, p := range []string{"/1/match/" + m + "/history", "/matches/" + m, "/1/match/" + m} {
+			if code, b, _ := fx.do("GET", p, "", ""); code != 200 || !json.Valid(b) {
+				t.Fatalf("GET %s after POST %q: %d %s", p, body, code, b)
+			}
+		}
+	})
+}
