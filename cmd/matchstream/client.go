@@ -39,11 +39,14 @@ func clientCommand() *cli.Command {
 			if cfg.From >= 0 && cfg.Protocol != 3 {
 				return usageErr(errors.New("--from needs --protocol 3"), "")
 			}
+			if err := cfg.Validate(); err != nil {
+				return usageErr(err, "see 'matchstream client --help'")
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			res, err := simulate.Run(ctx, cfg)
 			if err != nil {
-				return usageErr(err, "")
+				return failure(err, "")
 			}
 			if len(res.Failures) > 0 {
 				for _, f := range res.Failures[:min(10, len(res.Failures))] {

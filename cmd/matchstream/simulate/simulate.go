@@ -66,23 +66,38 @@ type user struct {
 	err       error
 }
 
-// Run simulates cfg.Users users and verifies what each received.
-func Run(ctx context.Context, cfg Config) (*Result, error) {
+// Validate reports a configuration the simulation cannot run with.
+func (cfg Config) Validate() error {
 	if cfg.Users < 1 || cfg.Concurrency < 1 {
-		return nil, fmt.Errorf("users and concurrency must be at least 1")
+		return fmt.Errorf("users and concurrency must be at least 1")
 	}
 	if cfg.Protocol < 1 || cfg.Protocol > 3 {
-		return nil, fmt.Errorf("protocol must be 1, 2 or 3")
+		return fmt.Errorf("protocol must be 1, 2 or 3")
 	}
 	if cfg.Protocol != 2 && cfg.Match == "" {
-		return nil, fmt.Errorf("a match id is needed for protocol %d", cfg.Protocol)
+		return fmt.Errorf("a match id is needed for protocol %d", cfg.Protocol)
+	}
+	if cfg.From >= 0 && cfg.Protocol != 3 {
+		return fmt.Errorf("FROM needs protocol 3")
+	}
+	if u, err := url.Parse(cfg.API); err != nil || u.Host == "" {
+		return fmt.Errorf("api URL %q: want http://host:port", cfg.API)
+	}
+	return nil
+}
+
+// Run simulates cfg.Users users and verifies what each received. Users that fail are in the
+// Result; an error means the simulation itself could not run.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 10 * time.Second
 	}
 	base, err := url.Parse(strings.TrimRight(cfg.API, "/"))
-	if err != nil || base.Host == "" {
-		return nil, fmt.Errorf("api URL %q: want http://host:port", cfg.API)
+	if err != nil {
+		return nil, err
 	}
 	hc := &http.Client{Timeout: 10 * time.Second}
 	start := time.Now()
@@ -111,23 +126,23 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	wg.Wait()
 	res := &Result{Users: cfg.Users, Elapsed: time.Since(start), Match: cfg.Match}
+	// Versions 1 and 2 carry no seq: what users got is checked against the match's history.
 	var history []match.Record
-	if cfg.Protocol != 3 {
+	var historyErr error
+	if cfg.Protocol != 3 && slices.ContainsFunc(users, func(u *user) bool { return u.err == nil }) {
 		id := cfg.Match
 		if id == "" {
-			if id, err = v2Match(hc, base, users); err != nil {
-				return nil, err
-			}
+			id, historyErr = v2Match(hc, base, users)
 		}
 		res.Match = id
-		if id != "" {
-			history, err = fetchHistory(hc, base, id)
-			if err != nil {
-				return nil, err
-			}
+		if historyErr == nil && id != "" {
+			history, historyErr = fetchHistory(hc, base, id)
 		}
 	}
 	for _, u := range users {
+		if u.err == nil && historyErr != nil {
+			u.err = fmt.Errorf("cannot check what was received: %w", historyErr)
+		}
 		n, ended, err := u.verify(cfg, history)
 		if u.connected > 0 {
 			res.Connect = append(res.Connect, u.connected)

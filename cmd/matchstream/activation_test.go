@@ -1,0 +1,112 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Under socket activation the daemon takes its sockets by name (the API fd is passed first here,
+// before the stream fds), reports READY=1 and STOPPING=1 on NOTIFY_SOCKET, and serves clients.
+// systemd-socket-activate plays systemd's part: it holds the sockets and passes LISTEN_FDS,
+// LISTEN_FDNAMES and LISTEN_PID as PID 1 would.
+func TestSocketActivation(t *testing.T) {
+	sa, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Fatal("systemd-socket-activate is needed (Debian package systemd): ", err)
+	}
+	dir := t.TempDir()
+	notifyPath := filepath.Join(dir, "notify")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	msgs := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := notify.Read(buf)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	expect := func(prefix string) {
+		t.Helper()
+		deadline := time.After(20 * time.Second)
+		for {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					t.Fatalf("notify socket closed before %s", prefix)
+				}
+				if strings.HasPrefix(m, prefix) {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no %s on NOTIFY_SOCKET", prefix)
+			}
+		}
+	}
+
+	api, stream := freePorts(t, 2)
+	addr := func(p int) string { return fmt.Sprintf("127.0.0.1:%d", p) }
+	// --api and --stream name other ports on purpose: with LISTEN_FDS the sockets come from the
+	// activator and the configured addresses are not bound.
+	cmd := exec.Command(sa, "-l", addr(api), "-l", addr(stream[0]), "-l", addr(stream[1]),
+		"--fdname=api:stream:stream", "-E", "NOTIFY_SOCKET="+notifyPath,
+		binary, "serve", "--config", "/dev/null", "--state-dir", filepath.Join(dir, "state"),
+		"--api", "127.0.0.1:1", "--stream", "127.0.0.1:2-3")
+	log := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var waitErr error
+	exited := make(chan struct{})
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+
+	// The first connection starts the daemon; it waits in the backlog until the daemon accepts.
+	var code int
+	waitUntil(t, "healthz through the activated API socket", 20*time.Second, func() bool {
+		resp, err := http.Get("http://" + addr(api) + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		code = resp.StatusCode
+		return code == 200
+	})
+	expect("READY=1")
+	if !strings.Contains(log.String(), "socket_activated=true") {
+		t.Fatalf("daemon did not report socket activation:\n%s", log.String())
+	}
+	d := &daemonProc{t: t, stateDir: filepath.Join(dir, "state"), apiPort: api, stream: stream}
+	run(t, 0, "watcher", "--api", d.apiURL(), "--token", d.token(), "--speed", "0", "-q", sampleJSONL)
+	for _, p := range stream {
+		got := dial(t, p, "VERSION:3:CONNECT:me:MATCH:"+sampleID+"\r\n", true).wait(t)
+		if !strings.Contains(string(got), `"kind":"status"`) || !strings.Contains(string(got), `"seq":31`) {
+			t.Fatalf("stream port %d: %s", p, got)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	expect("STOPPING=1")
+	select {
+	case <-exited:
+		if waitErr != nil {
+			t.Fatalf("daemon exit: %v\n%s", waitErr, log.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("daemon did not exit on SIGTERM")
+	}
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The CLI's contract with operators and scripts: one clear line on stderr, a hint where one helps,
+// and the named exit code.
+func TestCLIErrors(t *testing.T) {
+	dir := t.TempDir()
+	badConf := filepath.Join(dir, "bad.toml")
+	os.WriteFile(badConf, []byte("api = \"127.0.0.1:8888\"\nstreem = \"127.0.0.1:9000-9001\"\n"), 0o644)
+	goodConf := filepath.Join(dir, "good.toml")
+	os.WriteFile(goodConf, []byte("stream = \"127.0.0.1:7000-7003\"\nbacklog = 1024\n"), 0o644)
+	brokenToml := filepath.Join(dir, "broken.toml")
+	os.WriteFile(brokenToml, []byte("api = \n"), 0o644)
+	garbage := filepath.Join(dir, "garbage.jsonl")
+	os.WriteFile(garbage, []byte(`{"kind":"goal","colour":"red"}`+"\n"), 0o644)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	// A listener without SO_REUSEPORT: our bind of the same port must fail.
+	busyAddr := busy.Addr().String()
+
+	state := filepath.Join(dir, "state")
+	for _, tc := range []struct {
+		name string
+		code int
+		want []string
+		args []string
+	}{
+		{"unknown flag", 2, []string{"flag provided but not defined"}, []string{"serve", "--nope"}},
+		{"every config problem at once", 2, []string{"invalid configuration", "max-line", "client-queue", "handshake-timeout"},
+			[]string{"serve", "--config", "/dev/null", "--check", "--max-line", "1", "--client-queue", "0", "--handshake-timeout", "1ms"}},
+		{"bad stream range", 2, []string{"first <= last"}, []string{"serve", "--config", "/dev/null", "--check", "--stream", "127.0.0.1:9005-9000"}},
+		{"unknown config key", 2, []string{`unknown key "streem"`, "hint: keys are the flag names"}, []string{"serve", "--config", badConf, "--check"}},
+		{"broken toml", 2, []string{"config file " + brokenToml}, []string{"serve", "--config", brokenToml, "--check"}},
+		{"missing named config", 2, []string{"no such file"}, []string{"serve", "--config", filepath.Join(dir, "absent.toml"), "--check"}},
+		{"config file read", 0, []string{"configuration OK", "stream 4 ports 127.0.0.1:7000..127.0.0.1:7003", "backlog 1024"}, []string{"serve", "--config", goodConf, "--check"}},
+		{"flag beats config", 0, []string{"backlog 77"}, []string{"serve", "--config", goodConf, "--check", "--backlog", "77"}},
+		{"redis not yet", 1, []string{"not in this build yet"}, []string{"serve", "--config", "/dev/null", "--state-dir", state, "--store", "redis://127.0.0.1:1/0", "--api", "127.0.0.1:0", "--stream", "127.0.0.1:1"}},
+		{"port taken", 1, []string{"listen " + busyAddr, "address already in use"}, []string{"serve", "--config", "/dev/null", "--state-dir", state, "--api", "127.0.0.1:0", "--stream", busyAddr}},
+		{"watcher without file", 2, []string{"exactly one match FILE"}, []string{"watcher", "--token", "x"}},
+		{"watcher bad file", 2, []string{"line 1", "unknown field"}, []string{"watcher", "--token", "x", garbage}},
+		{"watcher no token", 2, []string{"no watcher token", "hint: pass --token"}, []string{"watcher", "--token-file", filepath.Join(dir, "none"), garbage}},
+		{"watcher daemon down", 1, []string{"post"}, []string{"watcher", "--api", "http://127.0.0.1:1", "--token", "x", "--retry-for", "0s", sampleJSONL}},
+		{"client daemon down", 1, []string{"cannot reach the API"}, []string{"client", "--api", "http://127.0.0.1:1", "--match", "m"}},
+		{"client from needs v3", 2, []string{"--from needs --protocol 3"}, []string{"client", "--match", "m", "--from", "3"}},
+		{"version", 0, []string{"matchstream "}, []string{"version"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := run(t, tc.code, tc.args...)
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if tc.code != 0 && !strings.HasPrefix(out, "matchstream: ") && !strings.Contains(out, "\nmatchstream: ") {
+				t.Errorf("error not reported as 'matchstream: ...':\n%s", out)
+			}
+		})
+	}
+}
+
+// Environment variables sit between flags and the config file.
+func TestCLIEnv(t *testing.T) {
+	t.Setenv("MATCHSTREAM_BACKLOG", "333")
+	t.Setenv("MATCHSTREAM_STREAM", "127.0.0.1:6000-6001")
+	out := run(t, 0, "serve", "--config", "/dev/null", "--check")
+	for _, w := range []string{"backlog 333", "stream 2 ports 127.0.0.1:6000..127.0.0.1:6001"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+	out = run(t, 0, "serve", "--config", "/dev/null", "--check", "--backlog", "5")
+	if !strings.Contains(out, "backlog 5") {
+		t.Errorf("flag did not beat env:\n%s", out)
+	}
+}
