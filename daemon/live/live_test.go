@@ -1,0 +1,159 @@
+package live_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"matchstream/daemon/hub"
+	"matchstream/daemon/live"
+	"matchstream/daemon/match"
+	"matchstream/daemon/protocol"
+	"matchstream/daemon/store"
+	"matchstream/daemon/store/bolt"
+)
+
+type conn struct {
+	mu     sync.Mutex
+	buf    strings.Builder
+	closed bool
+}
+
+func (c *conn) Write(p []byte) (int, error) { c.mu.Lock(); defer c.mu.Unlock(); return c.buf.Write(p) }
+func (c *conn) Close() error                { c.mu.Lock(); c.closed = true; c.mu.Unlock(); return nil }
+func (c *conn) state() (string, bool)       { c.mu.Lock(); defer c.mu.Unlock(); return c.buf.String(), c.closed }
+
+type downStore struct {
+	store.Store
+	down bool
+}
+
+func (d *downStore) Append(ctx context.Context, id string, recs []match.Record) error {
+	if d.down {
+		return errors.New("unreachable")
+	}
+	return d.Store.Append(ctx, id, recs)
+}
+
+var at = time.Date(2011, 9, 10, 21, 0, 0, 0, time.UTC)
+
+func start(home, visit string, when time.Time) match.Event {
+	return match.Event{At: when, Kind: match.KindStart, Home: home, Visit: visit, StartDate: "2011-09-10",
+		HomePlayers: []match.Player{{Number: 9, Name: "A"}}, VisitPlayers: []match.Player{{Number: 7, Name: "B"}}}
+}
+
+func open(t *testing.T, path string) (*live.Registry, *downStore) {
+	t.Helper()
+	b, err := bolt.Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	st := &downStore{Store: b}
+	reg, err := live.Open(context.Background(), st, hub.Config{QueueLimit: 16}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg, st
+}
+
+func waitClosed(t *testing.T, c *conn) string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s, closed := c.state()
+		if closed {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connection not closed; got %q", s)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestRegistry(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "m.db")
+	reg, st := open(t, path)
+
+	var ee *live.EventError
+	if _, err := reg.Post(ctx, "a-b-2011-09-10", []match.Event{{At: at, Kind: match.KindStop}}); !errors.As(err, &ee) {
+		t.Fatalf("stop before start: %v", err)
+	}
+	st.down = true
+	if _, err := reg.Post(ctx, "a-b-2011-09-10", []match.Event{start("a", "b", at)}); !errors.Is(err, live.ErrStore) {
+		t.Fatalf("store down: %v", err)
+	}
+	if len(reg.List()) != 0 {
+		t.Fatal("a match whose start was not stored is listed")
+	}
+	st.down = false
+	if _, err := reg.Post(ctx, "a-b-2011-09-10", []match.Event{start("a", "b", at)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Post(ctx, "c-d-2011-09-10", []match.Event{start("c", "d", at.Add(time.Minute))}); err != nil {
+		t.Fatal(err)
+	}
+	if got := reg.Current(); got != "c-d-2011-09-10" {
+		t.Fatalf("Current = %q, want the match that kicked off last", got)
+	}
+
+	for _, tc := range []struct {
+		req  protocol.Request
+		code string
+	}{
+		{protocol.Request{Version: 1, Match: "x-y-2011-09-10"}, protocol.CodeNotFound},
+		{protocol.Request{Version: 3, Match: "a-b-2011-09-10", From: 5, HasFrom: true}, protocol.CodeBadRequest},
+	} {
+		var pe *protocol.Error
+		if _, err := reg.Subscribe(&conn{}, tc.req, time.Now()); !errors.As(err, &pe) || pe.Code != tc.code {
+			t.Errorf("Subscribe(%+v) = %v, want %s", tc.req, err, tc.code)
+		}
+	}
+
+	v2, v3 := &conn{}, &conn{}
+	if _, err := reg.Subscribe(v2, protocol.Request{Version: 2}, at); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Subscribe(v3, protocol.Request{Version: 3, Match: "c-d-2011-09-10", HasFrom: true}, at); err != nil {
+		t.Fatal(err)
+	}
+	goal := match.Event{At: at.Add(2 * time.Minute), Kind: match.KindGoal, Team: "d", Player: &match.Player{Number: 7}}
+	stop := match.Event{At: at.Add(3 * time.Minute), Kind: match.KindStop}
+	recs, err := reg.Post(ctx, "c-d-2011-09-10", []match.Event{goal, stop})
+	if err != nil || len(recs) != 2 || recs[0].Seq != 2 || recs[0].Player.Name != "B" {
+		t.Fatalf("Post = %+v, %v", recs, err)
+	}
+	got2 := waitClosed(t, v2)
+	if !strings.Contains(got2, "<<\"c\">>") || !strings.Contains(got2, "goal:\n\tplayer: B (7) \n") || !strings.HasSuffix(got2, "stop:\n\r\n") {
+		t.Errorf("V:2 client got %q", got2)
+	}
+	got3 := waitClosed(t, v3)
+	if n := strings.Count(got3, "\n"); n != 3 || !strings.HasPrefix(got3, `{"match":"c-d-2011-09-10","seq":1,`) {
+		t.Errorf("FROM:0 client got %q", got3)
+	}
+	if reg.Current() != "a-b-2011-09-10" {
+		t.Errorf("Current after c-d ended = %q", reg.Current())
+	}
+
+	// A restart on the same store knows every match, its state and its history.
+	st.Store.Close()
+	reg2, _ := open(t, path)
+	s, ok := reg2.State("c-d-2011-09-10")
+	if !ok || !s.Ended() || s.VisitScore != 1 || s.Seq != 3 {
+		t.Fatalf("after reopen: %+v", s)
+	}
+	if evs, _ := reg2.Events("c-d-2011-09-10", 1); len(evs) != 2 || evs[1].Kind != match.KindStop {
+		t.Fatalf("history after reopen: %+v", evs)
+	}
+	if s, _ := reg2.State("a-b-2011-09-10"); !s.Live() {
+		t.Fatal("a live match is not live after reopen")
+	}
+}
