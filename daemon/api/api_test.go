@@ -327,7 +327,7 @@ func FuzzPostEvents(f *testing.F) {
 	n := 0
 	f.Fuzz(func(t *testing.T, body string) {
 		n++
-		fx.t = t // inputs run one at a time in a worker: report on this one
+		fx.t = t                          // inputs run one at a time in a worker: report on this one
 		m := fmt.Sprintf("elp-tig-%d", n) // a fresh match per input
 		fx.postSampleAs(m, 1)
 		code, _, _ := fx.do("POST", "/matches/"+m+"/events", "Bearer "+token, body)

@@ -27,7 +27,11 @@ type conn struct {
 
 func (c *conn) Write(p []byte) (int, error) { c.mu.Lock(); defer c.mu.Unlock(); return c.buf.Write(p) }
 func (c *conn) Close() error                { c.mu.Lock(); c.closed = true; c.mu.Unlock(); return nil }
-func (c *conn) state() (string, bool)       { c.mu.Lock(); defer c.mu.Unlock(); return c.buf.String(), c.closed }
+func (c *conn) state() (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.String(), c.closed
+}
 
 type downStore struct {
 	store.Store
