@@ -77,9 +77,6 @@ type Subscriber struct {
 	closed     bool
 }
 
-// ErrClosed is returned by Subscribe on a hub whose match has ended.
-var ErrClosed = errors.New("match has ended")
-
 // Subscribe adds conn. The frames in first (status, or history for a resume) are queued before any
 // later broadcast; the caller serialises Subscribe with Broadcast so nothing is missed between.
 // If last is true the connection is closed once first is written (a match not live: status, close).
@@ -221,15 +218,14 @@ func (s *Subscriber) fail(err error) {
 	already := s.closed
 	s.writing = false
 	s.mu.Unlock()
-	if !already {
-		reason := "write_error"
-		if isTimeout(err) {
-			reason = "write_timeout"
-			s.hub.stats.SlowDropped.Add(1)
-		} else {
-			s.hub.stats.WriteErrored.Add(1)
-		}
-		s.hub.log.Debug("client cut", "reason", reason, "err", err)
+	switch {
+	case already: // closed by someone else: the failed write is a consequence, not news
+	case isTimeout(err):
+		s.hub.stats.SlowDropped.Add(1)
+		s.hub.log.Info("client cut", "reason", "write_timeout", "timeout", s.hub.cfg.WriteTimeout)
+	default: // the client went away: routine, so only at debug level
+		s.hub.stats.WriteErrored.Add(1)
+		s.hub.log.Debug("client gone", "reason", "write_error", "err", err)
 	}
 	s.Leave()
 }
