@@ -23,12 +23,11 @@ run: build
 	@rm -rf $(RUNDIR) && mkdir -p $(RUNDIR)
 	@$(BIN) serve --config /dev/null --state-dir $(RUNDIR) & pid=$$!; \
 	trap 'kill $$pid 2>/dev/null; wait $$pid' INT TERM EXIT; \
-	for i in $$(seq 100); do curl -sf http://127.0.0.1:8888/healthz >/dev/null && break; sleep 0.1; done; \
-	kill -0 $$pid 2>/dev/null || exit 1; \
+	sleep 0.3; kill -0 $$pid 2>/dev/null || exit 1; \
 	echo; echo "MatchStream is up. In another terminal:"; \
 	echo "  nc 127.0.0.1 9000     and type   VERSION:1:CONNECT:me:MATCH:elp-tig-2011-09-10"; \
 	echo "  curl -s http://127.0.0.1:8888/matches"; \
-	echo "Replaying the sample match at $(SPEED)x; Ctrl-C stops the daemon."; echo; \
+	echo "Replaying the sample match at $(SPEED)x (the watcher waits for the API); Ctrl-C stops the daemon."; echo; \
 	$(BIN) watcher --token-file $(RUNDIR)/watcher.token --speed $(SPEED) testdata/matches/elp-tig-2011-09-10.jsonl && \
 	echo "The match is over; the daemon keeps serving it (status, then close). Ctrl-C to stop."; \
 	wait $$pid

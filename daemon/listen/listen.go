@@ -111,7 +111,7 @@ func Open(cfg Config, log *slog.Logger) (*Set, error) {
 	s.API = ln
 	if max, err := readInt(cfg.SomaxconnPath); err == nil && max < cfg.Backlog {
 		log.Warn("listen backlog capped by the kernel", "backlog", cfg.Backlog, "net.core.somaxconn", max,
-			"hint", "run 'matchstream install' or raise net.core.somaxconn, then restart")
+			"hint", "raise it (sysctl -w net.core.somaxconn=N) and restart the daemon")
 	}
 	ok = true
 	return s, nil
