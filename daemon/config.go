@@ -20,6 +20,8 @@ type Config struct {
 	Store            string // bolt:///path or redis://host:port/db; empty = bolt under StateDir
 	WatcherTokenFile string // read (or created with a random token) when WatcherToken is empty
 	ShutdownTimeout  time.Duration
+	// TargetConnections is what the host is tuned and checked for (install, doctor, STATUS=).
+	TargetConnections int
 
 	Listen listen.Config
 	Stream stream.Config
@@ -31,8 +33,9 @@ type Config struct {
 func Default() Config {
 	streams, _ := listen.ParseRange(DefaultStream)
 	return Config{
-		StateDir:        DefaultStateDir,
-		ShutdownTimeout: 10 * time.Second,
+		StateDir:          DefaultStateDir,
+		TargetConnections: 1_000_000,
+		ShutdownTimeout:   10 * time.Second,
 		Listen: listen.Config{API: "127.0.0.1:8888", Stream: streams, Backlog: 65535,
 			SomaxconnPath: "/proc/sys/net/core/somaxconn"},
 		Stream: stream.Config{HandshakeTimeout: 10 * time.Second, MaxLine: 1024, KeepAlive: 60 * time.Second},
@@ -67,6 +70,9 @@ func (c *Config) TokenFile() string {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.TargetConnections < 1 || c.TargetConnections > 100_000_000 {
+		bad("target-connections: %d is outside 1-100000000", c.TargetConnections)
+	}
 	if c.StateDir == "" {
 		bad("state-dir: must not be empty")
 	}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,14 +37,29 @@ func OpenStore(raw string) (store.Store, error) {
 	}
 	switch u.Scheme {
 	case "bolt":
-		p := u.Path
-		if u.Host != "" { // bolt://relative/path.db
-			p = filepath.Join(u.Host, u.Path)
-		}
-		return bolt.Open(p, 5*time.Second)
+		return bolt.Open(boltPath(u), 5*time.Second)
 	default:
 		return nil, fmt.Errorf("store %s: the %s backend is not in this build yet (use bolt://)", raw, u.Scheme)
 	}
+}
+
+// ProbeStore checks the store a URL names without changing it (for doctor).
+func ProbeStore(raw string) (string, error) {
+	u, err := store.ParseURL(raw)
+	if err != nil {
+		return "", err
+	}
+	if u.Scheme != "bolt" {
+		return "", fmt.Errorf("store %s: the %s backend is not in this build yet (use bolt://)", raw, u.Scheme)
+	}
+	return bolt.Probe(boltPath(u), time.Second)
+}
+
+func boltPath(u *url.URL) string {
+	if u.Host != "" { // bolt://relative/path.db
+		return filepath.Join(u.Host, u.Path)
+	}
+	return u.Path
 }
 
 // WatcherToken returns the token in path, creating the file with a random token when it does not

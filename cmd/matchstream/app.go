@@ -26,6 +26,7 @@ func newApp() *cli.App {
 			serveCommand(),
 			watcherCommand(),
 			clientCommand(),
+			doctorCommand(),
 			versionCommand(),
 		},
 		HideVersion:          false,

@@ -25,12 +25,15 @@ func defaultStateDir() string {
 	return daemon.DefaultStateDir
 }
 
-func serveFlags() []cli.Flag {
+// daemonFlags are the configuration every command that acts for the daemon reads (serve, doctor,
+// install): the same flags, environment and config file, so they always agree on ports and target.
+func daemonFlags() []cli.Flag {
 	d := daemon.Default()
 	return append([]cli.Flag{
 		&cli.StringFlag{Name: "config", Value: defaultConfigFile, EnvVars: env("config"),
 			Usage: "TOML config file (keys are these flags' names); the default file may be absent"},
-		&cli.BoolFlag{Name: "check", Usage: "validate the configuration, print it and exit"},
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "target-connections", Value: d.TargetConnections, EnvVars: env("target-connections"),
+			Usage: "connections this host must carry: sizes the host tuning, LimitNOFILE and doctor's checks"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "api", Value: d.Listen.API, EnvVars: env("api"),
 			Usage: "host:port of the HTTP API"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "stream", Value: daemon.DefaultStream, EnvVars: env("stream"),
@@ -64,7 +67,7 @@ func serveFlags() []cli.Flag {
 }
 
 func serveCommand() *cli.Command {
-	flags := serveFlags()
+	flags := append(daemonFlags(), &cli.BoolFlag{Name: "check", Usage: "validate the configuration, print it and exit"})
 	return &cli.Command{
 		Name:  "serve",
 		Usage: "run the daemon: stream ports, HTTP API, embedded store",
@@ -103,6 +106,7 @@ func serveCommand() *cli.Command {
 func configFrom(c *cli.Context) (daemon.Config, error) {
 	cfg := daemon.Default()
 	cfg.StateDir = c.String("state-dir")
+	cfg.TargetConnections = c.Int("target-connections")
 	if abs, err := filepath.Abs(cfg.StateDir); err == nil && cfg.StateDir != "" {
 		cfg.StateDir = abs // logs and the store URL then name the real place
 	}

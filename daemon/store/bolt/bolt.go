@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -129,3 +130,34 @@ func (s *Store) Close() error { return s.db.Close() }
 
 // Path is the file the store lives in.
 func (s *Store) Path() string { return s.path }
+
+// Probe checks a store file without creating it or taking it from a running daemon: it says whether
+// the file answers, is held by a daemon, or does not exist yet (the daemon will create it).
+func Probe(path string, timeout time.Duration) (string, error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		dir := filepath.Dir(path)
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			return fmt.Sprintf("absent; %s will be created by the daemon", dir), nil
+		}
+		return "absent; the daemon creates it in " + dir, nil
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: timeout})
+	if err == bbolt.ErrTimeout {
+		return "held by the running daemon", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("store %s: %w", path, err)
+	}
+	defer db.Close()
+	n := 0
+	err = db.View(func(tx *bbolt.Tx) error {
+		if b := tx.Bucket(matchesBucket); b != nil {
+			return b.ForEachBucket(func([]byte) error { n++; return nil })
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("store %s: %w", path, err)
+	}
+	return fmt.Sprintf("answers, %d matches", n), nil
+}

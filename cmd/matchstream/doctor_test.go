@@ -1,0 +1,45 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"matchstream/sysctl"
+)
+
+// On this machine (open files capped at 20,000 per process) a million connections cannot be carried:
+// doctor exits 3 and says how to fix the limit.
+func TestDoctorOnThisHost(t *testing.T) {
+	api, stream := freePorts(t, 2)
+	args := []string{"doctor", "--config", "/dev/null", "--state-dir", filepath.Join(t.TempDir(), "s"),
+		"--api", fmt.Sprintf("127.0.0.1:%d", api), "--stream", fmt.Sprintf("127.0.0.1:%d-%d", stream[0], stream[1]),
+		"--target-connections", "1000000"}
+	var lim syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	if lim.Cur >= uint64(sysctl.NoFile(1_000_000)) {
+		t.Fatalf("this test expects the machine's 20,000 open-files cap; RLIMIT_NOFILE is %d", lim.Cur)
+	}
+	out := run(t, exitDoctor, args...)
+	for _, w := range []string{"FAIL  RLIMIT_NOFILE (this process)", "fix: run the daemon as matchstream.service (LimitNOFILE=1016384",
+		"doctor: 1000000 connections:", "hint: each FAIL line"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("doctor output lacks %q:\n%s", w, out)
+		}
+	}
+	// On a tuned host (fixture /proc) with a target this process's limit carries, nothing fails.
+	args[len(args)-1] = "3000"
+	out = run(t, 0, append(args, "--proc", "../../testdata/proc/tuned", "--json")...)
+	var rep struct {
+		Fail   int `json:"fail"`
+		Checks []struct {
+			Name, Status string
+		} `json:"checks"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Fail != 0 || len(rep.Checks) < 15 {
+		t.Fatalf("doctor --json on a tuned host: %v\n%s", err, out)
+	}
+}
