@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/urfave/cli/v2"
@@ -27,6 +28,7 @@ func newApp() *cli.App {
 			watcherCommand(),
 			clientCommand(),
 			doctorCommand(),
+			installCommand(),
 			versionCommand(),
 		},
 		HideVersion:          false,
@@ -115,3 +117,6 @@ func versionCommand() *cli.Command {
 		},
 	}
 }
+
+// timeNow is the clock of commands that stamp files (install's backups).
+func timeNow() time.Time { return time.Now() }

@@ -43,3 +43,26 @@ func TestDoctorOnThisHost(t *testing.T) {
 		t.Fatalf("doctor --json on a tuned host: %v\n%s", err, out)
 	}
 }
+
+// install into a directory: files written, a second run is a no-op, uninstall empties it again.
+func TestInstallCommand(t *testing.T) {
+	root := t.TempDir()
+	args := []string{"install", "--config", "/dev/null", "--root", root, "--target-connections", "100000"}
+	out := run(t, 0, args...)
+	if !strings.Contains(out, "install: 7 files written") || !strings.Contains(out, "wrote       /etc/systemd/system/matchstream.service") {
+		t.Fatalf("first install:\n%s", out)
+	}
+	if out = run(t, 0, args...); !strings.Contains(out, "install: nothing to do") {
+		t.Fatalf("second install:\n%s", out)
+	}
+	// doctor finds the installed unit's LimitNOFILE.
+	out = run(t, exitDoctor, "doctor", "--config", "/dev/null", "--root", root, "--target-connections", "1000000",
+		"--state-dir", filepath.Join(root, "state"), "--api", "127.0.0.1:1", "--stream", "127.0.0.1:2-3")
+	if !strings.Contains(out, "LimitNOFILE (/etc/systemd/system/matchstream.service)  found 116384") {
+		t.Fatalf("doctor does not check the installed unit:\n%s", out)
+	}
+	run(t, 0, append(args, "--uninstall")...)
+	if left, _ := filepath.Glob(filepath.Join(root, "*")); len(left) != 0 {
+		t.Fatalf("uninstall left %v", left)
+	}
+}
