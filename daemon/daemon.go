@@ -148,7 +148,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	ready.Store(true)
 	log.Info("serving", "api", lns.API.Addr().String(), "stream", strings.Join(ports, ","),
 		"store", cfg.StoreURL(), "matches", len(reg.List()), "socket_activated", lns.Activated)
-	daemon.SdNotify(false, fmt.Sprintf("READY=1\nSTATUS=serving %d stream ports, %d matches", len(ports), len(reg.List())))
+	// READY=1 only now: listeners are up and the store has answered (live.Open read it).
+	daemon.SdNotify(false, "READY=1\n"+status(lns, reg, cfg))
+
+	loops, stopLoops := context.WithCancel(ctx)
+	var loopsWG sync.WaitGroup
+	loopsWG.Add(2)
+	go func() { defer loopsWG.Done(); statusLoop(loops, lns, reg, cfg) }()
+	go func() { defer loopsWG.Done(); watchdogLoop(loops, reg, log) }()
 
 	select {
 	case <-ctx.Done():
@@ -157,17 +164,82 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			err = fmt.Errorf("serve: %w", err)
 		}
 	}
+	stopLoops()
+	loopsWG.Wait()
 	daemon.SdNotify(false, "STOPPING=1")
-	log.Info("shutting down")
+	log.Info("shutting down", "connections", connections(lns))
 	ready.Store(false)
+	// Drain: stop accepting, tell every client, let the notices go out, then close what is left.
 	lns.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	httpSrv.ShutdownWithContext(sctx)
-	reg.Close()
+	reg.Shutdown()
+	drainUntil(sctx, lns, 2*time.Second)
 	if serr := streams.Shutdown(sctx); serr != nil {
 		log.Warn("client connections still open at shutdown timeout", "err", serr)
 	}
 	wg.Wait()
 	return err
+}
+
+func connections(lns *listen.Set) int64 {
+	var n int64
+	for _, p := range lns.Stream {
+		n += p.Conns.Load()
+	}
+	return n
+}
+
+func status(lns *listen.Set, reg *live.Registry, cfg Config) string {
+	return fmt.Sprintf("STATUS=%d connections on %d ports, %d live matches, target %d",
+		connections(lns), len(lns.Stream), reg.LiveMatches(), cfg.TargetConnections)
+}
+
+// statusLoop keeps `systemctl status` current.
+func statusLoop(ctx context.Context, lns *listen.Set, reg *live.Registry, cfg Config) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			daemon.SdNotify(false, status(lns, reg, cfg))
+		}
+	}
+}
+
+// watchdogLoop pings systemd's watchdog at half of WatchdogSec, but only while a probe of the real
+// event loop (match locks, store) passes: a wedged daemon stops pinging and systemd restarts it.
+func watchdogLoop(ctx context.Context, reg *live.Registry, log *slog.Logger) {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			pctx, cancel := context.WithTimeout(ctx, interval/4)
+			err := reg.Probe(pctx)
+			cancel()
+			if err != nil {
+				log.Error("health probe failed: not pinging the watchdog", "err", err)
+				continue
+			}
+			daemon.SdNotify(false, "WATCHDOG=1")
+		}
+	}
+}
+
+// drainUntil waits, at most grace, for clients to read their shutdown notice and be closed.
+func drainUntil(ctx context.Context, lns *listen.Set, grace time.Duration) {
+	deadline := time.Now().Add(grace)
+	for connections(lns) > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -28,7 +28,7 @@ func TestSocketActivation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer notify.Close()
-	msgs := make(chan string, 16)
+	msgs := make(chan string, 256)
 	go func() {
 		buf := make([]byte, 4096)
 		for {
@@ -40,7 +40,8 @@ func TestSocketActivation(t *testing.T) {
 			msgs <- string(buf[:n])
 		}
 	}()
-	expect := func(prefix string) {
+	var seen []string // every message, in order
+	expect := func(prefix string) string {
 		t.Helper()
 		deadline := time.After(20 * time.Second)
 		for {
@@ -49,8 +50,9 @@ func TestSocketActivation(t *testing.T) {
 				if !ok {
 					t.Fatalf("notify socket closed before %s", prefix)
 				}
+				seen = append(seen, m)
 				if strings.HasPrefix(m, prefix) {
-					return
+					return m
 				}
 			case <-deadline:
 				t.Fatalf("no %s on NOTIFY_SOCKET", prefix)
@@ -63,7 +65,7 @@ func TestSocketActivation(t *testing.T) {
 	// --api and --stream name other ports on purpose: with LISTEN_FDS the sockets come from the
 	// activator and the configured addresses are not bound.
 	cmd := exec.Command(sa, "-l", addr(api), "-l", addr(stream[0]), "-l", addr(stream[1]),
-		"--fdname=api:stream:stream", "-E", "NOTIFY_SOCKET="+notifyPath,
+		"--fdname=api:stream:stream", "-E", "NOTIFY_SOCKET="+notifyPath, "-E", "WATCHDOG_USEC=400000",
 		binary, "serve", "--config", "/dev/null", "--state-dir", filepath.Join(dir, "state"),
 		"--api", "127.0.0.1:1", "--stream", "127.0.0.1:2-3")
 	log := &syncBuffer{}
@@ -87,10 +89,28 @@ func TestSocketActivation(t *testing.T) {
 		code = resp.StatusCode
 		return code == 200
 	})
-	expect("READY=1")
+	ready := expect("READY=1")
+	if !strings.Contains(ready, "\nSTATUS=0 connections on 2 ports, 0 live matches") {
+		t.Errorf("READY=1 without the STATUS= line: %q", ready)
+	}
+	for _, m := range seen[:len(seen)-1] {
+		t.Errorf("sent before READY=1: %q", m)
+	}
 	if !strings.Contains(log.String(), "socket_activated=true") {
 		t.Fatalf("daemon did not report socket activation:\n%s", log.String())
 	}
+	// It bound nothing itself: the configured addresses are not listening.
+	for _, a := range []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"} {
+		if c, err := net.DialTimeout("tcp", a, time.Second); err == nil {
+			c.Close()
+			t.Errorf("%s is listening: the daemon bound a configured address despite socket activation", a)
+		}
+	}
+	// The watchdog is pinged at half of WATCHDOG_USEC while the daemon is healthy, and STATUS= is
+	// kept current.
+	expect("WATCHDOG=1")
+	expect("WATCHDOG=1")
+	expect("STATUS=")
 	d := &daemonProc{t: t, stateDir: filepath.Join(dir, "state"), apiPort: api, stream: stream}
 	run(t, 0, "watcher", "--api", d.apiURL(), "--token", d.token(), "--speed", "0", "-q", sampleJSONL)
 	for _, p := range stream {

@@ -88,7 +88,7 @@ func logFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("log-level"),
 			Usage: "debug, info, warn or error"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("log-format"),
-			Usage: "text or json"}),
+			Usage: "text or json on stderr; under systemd, unless set, logs go to journald with structured fields"}),
 	}
 }
 
@@ -98,6 +98,9 @@ func newLogger(c *cli.Context, w io.Writer) (*slog.Logger, error) {
 		return nil, usageErr(fmt.Errorf("log-level %q: want debug, info, warn or error", c.String("log-level")), "")
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	if underJournal() && !c.IsSet("log-format") {
+		return slog.New(&journalHandler{level: level}), nil
+	}
 	switch c.String("log-format") {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil

@@ -374,11 +374,12 @@ func TestRestartResume(t *testing.T) {
 	c := dial(t, d.stream[0], "VERSION:3:CONNECT:r:MATCH:"+sampleID+":FROM:0\r\n", true)
 	waitUntil(t, "1 subscriber", 30*time.Second, func() bool { return d.subscribers(sampleID) == 1 })
 	d.stop()
-	got := c.wait(t) // the daemon closed it on shutdown
-	checkV3Prefix := bytes.Join(v3[:15], nil)
-	if !bytes.Equal(got, checkV3Prefix) {
-		t.Fatalf("before the restart got\n%s\nwant\n%s", got, checkV3Prefix)
+	got := c.wait(t) // the daemon told it and closed it on shutdown
+	notice := protocol.ShutdownNotice().V3
+	if want := append(bytes.Join(v3[:15], nil), notice...); !bytes.Equal(got, want) {
+		t.Fatalf("before the restart got\n%s\nwant\n%s", got, want)
 	}
+	got = bytes.TrimSuffix(got, notice)
 
 	d.start() // same ports, same state dir
 	var events []json.RawMessage

@@ -130,7 +130,21 @@ func (h *Hub) Broadcast(n int, frameFor func(version, i int) []byte, last bool) 
 	}
 }
 
-// Close disconnects every subscriber now (daemon shutdown).
+// Shutdown queues a last frame per subscriber (the notice that the server stops), after which each
+// connection closes once written; the hub takes no new subscribers. A subscriber's backlog does not
+// count against it here: the notice is one small frame.
+func (h *Hub) Shutdown(frameFor func(version int) []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		s.enqueue([][]byte{frameFor(s.Version)}, true, false)
+	}
+	h.stats.Subscribers.Add(-int64(len(h.subs)))
+	clear(h.subs)
+	h.closed = true
+}
+
+// Close disconnects every subscriber now.
 func (h *Hub) Close() {
 	h.mu.Lock()
 	subs := h.subs

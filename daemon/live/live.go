@@ -305,6 +305,49 @@ func (r *Registry) Events(id string, from uint64) ([]match.Record, bool) {
 // Ping checks the store.
 func (r *Registry) Ping(ctx context.Context) error { return r.store.Ping(ctx) }
 
+// Shutdown tells every subscriber the server is stopping; their connections close once it is written.
+func (r *Registry) Shutdown() {
+	notice := protocol.ShutdownNotice()
+	for _, m := range r.snapshot() {
+		m.hub.Shutdown(notice.For)
+	}
+}
+
+// Probe checks the registry is alive, for the systemd watchdog: every match's lock can be taken
+// (no post or subscription is stuck holding one) and the store answers, within ctx.
+func (r *Registry) Probe(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, m := range r.snapshot() {
+			m.mu.Lock()
+			m.mu.Unlock() // taking the lock is the probe
+		}
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("a match lock is held too long: %w", ctx.Err())
+	}
+	if err := r.store.Ping(ctx); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+// LiveMatches counts the matches being played.
+func (r *Registry) LiveMatches() int {
+	n := 0
+	for _, m := range r.snapshot() {
+		m.mu.Lock()
+		if m.state.Live() {
+			n++
+		}
+		m.mu.Unlock()
+	}
+	return n
+}
+
 // Close disconnects every subscriber of every match.
 func (r *Registry) Close() {
 	for _, m := range r.snapshot() {

@@ -168,3 +168,12 @@ func jsonLine(v any) []byte {
 	}
 	return append(b, '\n')
 }
+
+// ShutdownNotice is what clients get when the daemon stops: v1/v2 an error frame in the original's
+// shape, v3 a line they can act on. Then the server closes; a v3 client resumes with FROM.
+func ShutdownNotice() Frames {
+	return Frames{
+		V1: (&Error{Code: CodeShutdown, Detail: "server stopping, reconnect"}).Frame(),
+		V3: []byte(`{"kind":"shutdown","reason":"server stopping, reconnect with FROM:<last seq>"}` + "\n"),
+	}
+}
