@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -64,5 +66,38 @@ func TestInstallCommand(t *testing.T) {
 	run(t, 0, append(args, "--uninstall")...)
 	if left, _ := filepath.Glob(filepath.Join(root, "*")); len(left) != 0 {
 		t.Fatalf("uninstall left %v", left)
+	}
+}
+
+// install on the live root as a non-root user stops with the fix, before touching anything.
+func TestInstallRefusesNonRoot(t *testing.T) {
+	args := []string{"install", "--config", "/dev/null"}
+	if os.Geteuid() != 0 {
+		out := run(t, exitUsage, args...)
+		if !strings.Contains(out, "must run as root") || !strings.Contains(out, "hint: sudo matchstream install") {
+			t.Fatalf("non-root install:\n%s", out)
+		}
+		return
+	}
+	// As root, run the binary as nobody from a directory nobody can read.
+	dir, err := os.MkdirTemp("", "ms-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "matchstream")
+	b, _ := os.ReadFile(binary)
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != exitUsage || !strings.Contains(string(out), "must run as root") ||
+		!strings.Contains(string(out), "hint: sudo matchstream install") {
+		t.Fatalf("install as nobody: %v\n%s", err, out)
 	}
 }
