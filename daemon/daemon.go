@@ -124,7 +124,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer lns.Close()
 
 	var ready atomic.Bool
-	streams := stream.New(cfg.Stream, reg, log)
+	streams, err := stream.New(cfg.Stream, reg, log)
+	if err != nil {
+		return err
+	}
 	httpSrv := api.New(cfg.API, reg, lns, log, ready.Load).Server()
 
 	var wg sync.WaitGroup
@@ -170,6 +173,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("shutting down", "connections", connections(lns))
 	ready.Store(false)
 	// Drain: stop accepting, tell every client, let the notices go out, then close what is left.
+	streams.StopAccepting()
 	lns.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()

@@ -27,6 +27,11 @@ type Conn interface {
 // deadliner is implemented by net.Conn; the hub uses it for the write timeout when available.
 type deadliner interface{ SetWriteDeadline(time.Time) error }
 
+// vectorWriter writes a batch of frames in one writev(2); the epoll connection layer implements it.
+type vectorWriter interface {
+	Writev(bufs [][]byte) (int64, error)
+}
+
 // Config is the hub's section of the daemon configuration.
 type Config struct {
 	QueueLimit   int           // frames queued per subscriber before it is cut as a slow consumer
@@ -218,8 +223,14 @@ func (s *Subscriber) flush() {
 			d.SetWriteDeadline(time.Now().Add(s.hub.cfg.WriteTimeout))
 		}
 		n := len(batch)
-		bufs := net.Buffers(batch)
-		if _, err := bufs.WriteTo(s.conn); err != nil {
+		var err error
+		if vw, ok := s.conn.(vectorWriter); ok {
+			_, err = vw.Writev(batch)
+		} else {
+			bufs := net.Buffers(batch)
+			_, err = bufs.WriteTo(s.conn)
+		}
+		if err != nil {
 			s.fail(err)
 			return
 		}

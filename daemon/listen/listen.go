@@ -245,3 +245,12 @@ func readInt(path string) (int, error) {
 	}
 	return strconv.Atoi(strings.TrimSpace(string(b)))
 }
+
+// RawConn is the listening socket's raw access, for accepting with accept4(2) directly.
+func RawConn(ln net.Listener) (syscall.RawConn, error) {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("listener %s has no file descriptor", ln.Addr())
+	}
+	return sc.SyscallConn()
+}

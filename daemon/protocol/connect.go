@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -121,34 +120,21 @@ func ParseConnect(line []byte) (Request, error) {
 	}
 }
 
-// ErrLineTooLong is returned by ReadLine when no newline came within the limit.
+// ErrLineTooLong is returned by CutLine when no newline came within the limit.
 var ErrLineTooLong = errors.New("line too long")
 
-// ReadLine reads the connect line from r: up to and including the first '\n', at most max bytes.
-// It reads in small chunks and may read past the newline; whatever follows is ignored, as the
-// original ignored anything a client sent after connecting.
-func ReadLine(r io.Reader, max int) ([]byte, error) {
-	buf := make([]byte, 0, 128)
-	var chunk [128]byte
-	for {
-		n, err := r.Read(chunk[:])
-		if i := bytes.IndexByte(chunk[:n], '\n'); i >= 0 {
-			if len(buf)+i+1 > max {
-				return nil, ErrLineTooLong
-			}
-			return append(buf, chunk[:i+1]...), nil
-		}
-		buf = append(buf, chunk[:n]...)
-		if len(buf) > max {
-			return nil, ErrLineTooLong
-		}
-		if err != nil {
-			if err == io.EOF && len(buf) > 0 {
-				return buf, nil // a last line without newline still counts
-			}
-			return nil, err
-		}
+// CutLine finds the connect line at the start of what a client has sent so far: up to and including
+// the first '\n', at most max bytes. ok is false while more bytes are needed. Whatever follows the
+// line is ignored, as the original ignored anything a client sent after connecting.
+func CutLine(buf []byte, max int) (line []byte, ok bool, err error) {
+	i := bytes.IndexByte(buf, '\n')
+	switch {
+	case i >= 0 && i+1 <= max:
+		return buf[:i+1], true, nil
+	case i >= 0 || len(buf) > max:
+		return nil, false, ErrLineTooLong
 	}
+	return nil, false, nil
 }
 
 // ErrorFor maps a ReadLine/parse error to the protocol error a client is sent.

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"testing/iotest"
 	"time"
 
 	"matchstream/daemon/match"
@@ -164,34 +163,24 @@ func TestParseConnect(t *testing.T) {
 	}
 }
 
-func TestReadLine(t *testing.T) {
+func TestCutLine(t *testing.T) {
 	for _, tc := range []struct {
 		name, in, want string
 		max            int
+		ok             bool
 		err            error
 	}{
-		{"one line", "V:2:me\r\nmore", "V:2:me\r\n", 1024, nil},
-		{"exactly max", "abc\n", "abc\n", 4, nil},
-		{"over max", "abcd\n", "", 4, protocol.ErrLineTooLong},
-		{"long without newline", strings.Repeat("x", 5000), "", 1024, protocol.ErrLineTooLong},
-		{"eof without newline", "V:2:me", "V:2:me", 1024, nil},
-		{"empty eof", "", "", 1024, errors.New("EOF")},
+		{"one line", "V:2:me\r\nmore", "V:2:me\r\n", 1024, true, nil},
+		{"exactly max", "abc\n", "abc\n", 4, true, nil},
+		{"over max", "abcd\n", "", 4, false, protocol.ErrLineTooLong},
+		{"long without newline", strings.Repeat("x", 1025), "", 1024, false, protocol.ErrLineTooLong},
+		{"not yet", "V:2:m", "", 1024, false, nil},
+		{"empty", "", "", 1024, false, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// One byte at a time as well, as a slow client would send it.
-			for _, r := range []func() *strings.Reader{func() *strings.Reader { return strings.NewReader(tc.in) }} {
-				for _, rd := range []interface{ Read([]byte) (int, error) }{r(), iotest.OneByteReader(r())} {
-					got, err := protocol.ReadLine(rd, tc.max)
-					if tc.err != nil {
-						if err == nil || err.Error() != tc.err.Error() {
-							t.Fatalf("err = %v, want %v", err, tc.err)
-						}
-						continue
-					}
-					if err != nil || string(got) != tc.want {
-						t.Fatalf("ReadLine = %q, %v; want %q", got, err, tc.want)
-					}
-				}
+			got, ok, err := protocol.CutLine([]byte(tc.in), tc.max)
+			if string(got) != tc.want || ok != tc.ok || !errors.Is(err, tc.err) {
+				t.Fatalf("CutLine = %q, %v, %v; want %q, %v, %v", got, ok, err, tc.want, tc.ok, tc.err)
 			}
 		})
 	}

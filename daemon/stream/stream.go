@@ -1,29 +1,35 @@
-// Package stream is the connection layer of the stream ports: it accepts client connections, reads
+// Package stream is the connection layer of the stream ports. It accepts client connections, reads
 // the connect line within the handshake timeout and a length cap, answers protocol errors the way
-// the original did, and hands the connection to the match's hub. Today each connection has one
-// goroutine blocked in Read to notice the client leaving; the hub does not depend on that, so an
-// epoll-driven layer can replace this package alone.
+// the original did, and hands each connection to its match's hub.
+//
+// It is driven by epoll (one poller per CPU) rather than a goroutine per connection: an idle
+// subscribed connection holds no goroutine and no buffer, only a small struct, so a process holds
+// tens of thousands of clients in a few megabytes. Writes are made by the hub's short-lived flush
+// goroutines with non-blocking write(2)/writev(2) calls; when a socket is full the writer waits for
+// the poller to report it writable again.
 package stream
 
 import (
 	"context"
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
-	"net"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"matchstream/daemon/listen"
 	"matchstream/daemon/live"
-	"matchstream/daemon/protocol"
 )
 
 // Config is the stream section of the daemon configuration.
 type Config struct {
 	HandshakeTimeout time.Duration // no connect line within this → ERROR: timeout
 	MaxLine          int           // connect line longer than this → ERROR: line_too_long
-	KeepAlive        time.Duration // TCP keepalive period, finds half-open connections
+	KeepAlive        time.Duration // TCP keepalive idle time, finds half-open connections
 	// SendBuffer, when set, fixes each client socket's SO_SNDBUF (the kernel doubles it) instead of
 	// letting it autotune up to tcp_wmem's maximum: it bounds the kernel memory a client that stops
 	// reading can pin, and makes such a client reach the slow-consumer cut sooner.
@@ -32,147 +38,194 @@ type Config struct {
 
 // Server serves the stream ports.
 type Server struct {
-	cfg Config
-	reg *live.Registry
-	log *slog.Logger
+	cfg     Config
+	reg     *live.Registry
+	log     *slog.Logger
+	pollers []*poller
+	next    atomic.Uint32 // round-robin over pollers
 
-	mu     sync.Mutex
-	conns  map[*conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	// Connections still in their handshake, oldest first: with one timeout for all, arrival order
+	// is deadline order, so the sweeper only ever looks at the head.
+	hsMu      sync.Mutex
+	hs        []pending
+	mu        sync.Mutex
+	accepting []*waiter // one per Serve; nil once StopAccepting ran
+	closed    atomic.Bool
+	wg        sync.WaitGroup
+	stop      chan struct{}
 }
 
-// New returns a stream server feeding clients from reg.
-func New(cfg Config, reg *live.Registry, log *slog.Logger) *Server {
-	return &Server{cfg: cfg, reg: reg, log: log, conns: make(map[*conn]struct{})}
+// New returns a stream server feeding clients from reg; it starts its pollers and the handshake
+// sweeper, which Shutdown stops.
+func New(cfg Config, reg *live.Registry, log *slog.Logger) (*Server, error) {
+	s := &Server{cfg: cfg, reg: reg, log: log, stop: make(chan struct{}), accepting: []*waiter{}}
+	for range runtime.GOMAXPROCS(0) {
+		p, err := newPoller(s)
+		if err != nil {
+			s.closePollers()
+			return nil, err
+		}
+		s.pollers = append(s.pollers, p)
+	}
+	for _, p := range s.pollers {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); p.run() }()
+	}
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.sweep() }()
+	return s, nil
 }
 
-// conn is a client connection that keeps its port's count right however it is closed (by the hub
-// after stop, by a write error, by the client leaving or by shutdown).
-type conn struct {
-	*net.TCPConn
-	srv  *Server
-	port *listen.Port
-	once sync.Once
-}
-
-func (c *conn) Close() error {
-	var err error
-	c.once.Do(func() {
-		err = c.TCPConn.Close()
-		c.port.Conns.Add(-1)
-		c.srv.mu.Lock()
-		delete(c.srv.conns, c)
-		c.srv.mu.Unlock()
-	})
-	return err
-}
-
-// Serve accepts on p until the listener is closed.
+// Serve accepts on p until StopAccepting or Shutdown. It accepts with accept4(2) on its own
+// duplicate of the listening socket, woken by its own epoll instance, so accepted sockets never
+// pass through the Go runtime's poller: they go straight to ours.
 func (s *Server) Serve(p *listen.Port) error {
+	rc, err := listen.RawConn(p.Listener)
+	if err != nil {
+		return err
+	}
+	lfd := -1
+	var dupErr error
+	rc.Control(func(fd uintptr) { lfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
+	if dupErr != nil {
+		return fmt.Errorf("stream port %d: dup: %w", p.Number(), dupErr)
+	}
+	defer unix.Close(lfd)
+	w, err := newWaiter(lfd)
+	if err != nil {
+		return fmt.Errorf("stream port %d: %w", p.Number(), err)
+	}
+	defer w.close()
+	s.mu.Lock()
+	if s.accepting == nil {
+		s.mu.Unlock()
+		return nil // stopped before it started
+	}
+	s.accepting = append(s.accepting, w)
+	s.mu.Unlock()
+
 	var delay time.Duration
 	for {
-		nc, err := p.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+		fd, _, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch {
+		case err == nil:
+			delay = 0
+			s.add(fd, p)
+			continue
+		case err == unix.EINTR || err == unix.ECONNABORTED:
+			continue
+		case err == unix.EAGAIN:
+			if !w.wait(-1) {
 				return nil
 			}
-			// EMFILE and friends: back off rather than spin, keep serving those already connected.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.log.Warn("accept", "port", p.Number(), "err", err, "retry_in", delay)
-			time.Sleep(delay)
 			continue
 		}
-		delay = 0
-		tc, ok := nc.(*net.TCPConn)
-		if !ok {
-			nc.Close()
-			continue
+		// EMFILE and friends: back off rather than spin, keep serving those already connected.
+		delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+		s.log.Warn("accept", "port", p.Number(), "err", err, "retry_in", delay)
+		if !w.wait(int(delay / time.Millisecond)) {
+			return nil
 		}
-		c := &conn{TCPConn: tc, srv: s, port: p}
-		p.Conns.Add(1)
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			c.Close()
-			continue
-		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.handle(c)
 	}
 }
 
-func (s *Server) handle(c *conn) {
-	defer s.wg.Done()
-	c.SetNoDelay(true)
-	if s.cfg.SendBuffer > 0 {
-		c.SetWriteBuffer(s.cfg.SendBuffer)
+// StopAccepting makes every Serve return; connections already accepted stay.
+func (s *Server) StopAccepting() {
+	s.mu.Lock()
+	ws := s.accepting
+	s.accepting = nil
+	s.mu.Unlock()
+	for _, w := range ws {
+		w.wake()
 	}
-	if s.cfg.KeepAlive > 0 {
-		c.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: s.cfg.KeepAlive, Interval: s.cfg.KeepAlive / 3, Count: 3})
-	}
-	c.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	line, err := protocol.ReadLine(c, s.cfg.MaxLine)
-	if err == nil {
-		var req protocol.Request
-		if req, err = protocol.ParseConnect(line); err == nil {
-			c.SetReadDeadline(time.Time{})
-			sub, serr := s.reg.Subscribe(c, req, time.Now())
-			if serr == nil {
-				if s.watch(c) {
-					sub.Leave()
-				}
-				return
-			}
-			err = serr
-		}
-	}
-	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
-		c.Close() // went away before saying anything
+}
+
+func (s *Server) add(fd int, p *listen.Port) {
+	if s.closed.Load() {
+		unix.Close(fd)
 		return
 	}
-	pe := protocol.ErrorFor(err, s.cfg.MaxLine)
-	s.log.Debug("handshake refused", "remote", c.RemoteAddr().String(), "code", pe.Code, "detail", pe.Detail)
-	c.SetWriteDeadline(time.Now().Add(time.Second))
-	c.Write(pe.Frame())
-	c.Close()
-}
-
-// watch blocks until the client goes away and reports whether it did. Whatever a client sends after
-// its connect line is ignored, as the original did. A half-close (EOF) is not leaving: `nc -q` and
-// shell pipes close their sending side and still read, so such a connection stays subscribed, with no
-// goroutine, until a write to it fails, its match ends or the daemon stops.
-func (s *Server) watch(c *conn) (gone bool) {
-	var buf [64]byte
-	for {
-		_, err := c.Read(buf[:])
-		if err == nil {
-			continue
-		}
-		return !errors.Is(err, io.EOF)
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if ka := s.cfg.KeepAlive; ka > 0 {
+		secs := max(1, int(ka.Seconds()))
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs)
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, max(1, secs/3))
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 3)
 	}
-}
-
-// Shutdown closes every client connection and waits for their goroutines.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closed = true
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
+	if s.cfg.SendBuffer > 0 {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, s.cfg.SendBuffer)
 	}
-	s.mu.Unlock()
-	for _, c := range conns {
+	pl := s.pollers[int(s.next.Add(1))%len(s.pollers)]
+	c := &conn{fd: fd, srv: s, port: p, poller: pl, handshaking: true}
+	p.Conns.Add(1)
+	s.hsMu.Lock()
+	s.hs = append(s.hs, pending{c, time.Now().Add(s.cfg.HandshakeTimeout)})
+	s.hsMu.Unlock()
+	if err := pl.add(c); err != nil {
+		s.log.Warn("epoll add", "err", err)
 		c.Close()
 	}
+}
+
+// sweep cuts connections that sent no connect line in time.
+func (s *Server) sweep() {
+	t := time.NewTicker(max(10*time.Millisecond, min(s.cfg.HandshakeTimeout/10, 250*time.Millisecond)))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			s.hsMu.Lock()
+			i := 0
+			for i < len(s.hs) && !s.hs[i].deadline.After(now) {
+				i++
+			}
+			expired := s.hs[:i:i]
+			s.hs = s.hs[i:]
+			s.hsMu.Unlock()
+			for _, p := range expired {
+				p.c.handshakeTimeout()
+			}
+		}
+	}
+}
+
+// pending is a connection in its handshake and the time it must have sent its line by.
+type pending struct {
+	c        *conn
+	deadline time.Time
+}
+
+// Shutdown closes every client connection still open and stops the pollers. The daemon first
+// closes the listeners and has the hubs send their shutdown notices.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	close(s.stop)
+	s.StopAccepting()
+	for _, p := range s.pollers {
+		for _, c := range p.all() {
+			c.Close()
+		}
+	}
+	s.closePollers()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return fmt.Errorf("stream shutdown: %w", ctx.Err())
 	}
 }
+
+func (s *Server) closePollers() {
+	for _, p := range s.pollers {
+		p.close()
+	}
+}
+
+var errClosed = errors.New("use of closed connection")

@@ -1,0 +1,263 @@
+package stream
+
+import (
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"matchstream/daemon/hub"
+	"matchstream/daemon/listen"
+	"matchstream/daemon/protocol"
+)
+
+// conn is one client socket. Its read side is driven by its poller (handshake, then noticing the
+// client leave); its write side by the hub. It implements hub.Conn.
+type conn struct {
+	fd     int
+	srv    *Server
+	port   *listen.Port
+	poller *poller
+
+	// mu is held for reading around every syscall on fd and for writing by Close, so the fd number
+	// is never used after it is closed (and perhaps reused by the next accept).
+	mu          sync.RWMutex
+	closed      bool
+	handshaking bool // no connect line yet: the handshake timeout applies
+
+	// Touched only by the poller goroutine.
+	buf      []byte // the connect line so far; nil once subscribed
+	sub      *hub.Subscriber
+	readDone bool // EOF seen: the client half-closed; it may still read
+
+	wmu           sync.Mutex
+	wake          chan struct{} // made on the first EAGAIN: the poller signals "writable"
+	writeDeadline time.Time
+}
+
+// readable handles input: the connect line during the handshake, then nothing but the client going
+// away. A half-close (EOF) is not leaving: `nc -q` and shell pipes close their sending side and still
+// read, so such a client stays subscribed until a write fails or its match ends.
+func (c *conn) readable(hangup bool) {
+	if c.readDone && !hangup {
+		return
+	}
+	var scratch [256]byte
+	for {
+		b := scratch[:]
+		if c.sub == nil {
+			if c.buf == nil {
+				c.buf = make([]byte, 0, 128)
+			}
+			if cap(c.buf)-len(c.buf) < 128 {
+				c.buf = append(c.buf, make([]byte, 128)...)[:len(c.buf)]
+			}
+			b = c.buf[len(c.buf):cap(c.buf)]
+		}
+		c.mu.RLock()
+		if c.closed {
+			c.mu.RUnlock()
+			return
+		}
+		n, err := unix.Read(c.fd, b)
+		c.mu.RUnlock()
+		switch {
+		case err == unix.EAGAIN:
+			if hangup {
+				c.gone()
+			}
+			return
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			c.gone()
+			return
+		case n == 0: // EOF
+			c.readDone = true
+			if c.sub == nil {
+				if len(c.buf) > 0 { // a last line without newline still counts
+					c.handshake(true)
+				} else {
+					c.Close() // went away before saying anything
+				}
+			}
+			return
+		}
+		if c.sub != nil {
+			continue // ignored, as the original ignored anything sent after connecting
+		}
+		c.buf = c.buf[:len(c.buf)+n]
+		if c.handshake(false) {
+			return
+		}
+	}
+}
+
+// handshake tries to complete the connect line; it reports whether the read loop should stop.
+func (c *conn) handshake(eof bool) bool {
+	line, ok, err := protocol.CutLine(c.buf, c.srv.cfg.MaxLine)
+	if err == nil && !ok {
+		if !eof {
+			return false
+		}
+		line = c.buf
+	}
+	if err == nil {
+		var req protocol.Request
+		if req, err = protocol.ParseConnect(line); err == nil {
+			c.mu.Lock()
+			c.handshaking = false // the sweeper skips it now
+			c.mu.Unlock()
+			var sub *hub.Subscriber
+			if sub, err = c.srv.reg.Subscribe(c, req, time.Now()); err == nil {
+				c.sub, c.buf = sub, nil
+				return false // keep draining: whatever else it sent is ignored
+			}
+		}
+	}
+	c.refuse(protocol.ErrorFor(err, c.srv.cfg.MaxLine))
+	return true
+}
+
+// refuse writes a protocol error, as much of it as the socket takes now, and closes.
+func (c *conn) refuse(pe *protocol.Error) {
+	c.srv.log.Debug("handshake refused", "code", pe.Code, "detail", pe.Detail)
+	c.mu.RLock()
+	if !c.closed {
+		unix.Write(c.fd, pe.Frame())
+	}
+	c.mu.RUnlock()
+	c.Close()
+}
+
+func (c *conn) handshakeTimeout() {
+	c.mu.RLock()
+	expired := !c.closed && c.handshaking
+	c.mu.RUnlock()
+	if expired {
+		c.refuse(protocol.ErrorFor(os.ErrDeadlineExceeded, c.srv.cfg.MaxLine))
+	}
+}
+
+// gone is the client leaving (reset, or hang-up): unsubscribe and close.
+func (c *conn) gone() {
+	if c.sub != nil {
+		c.sub.Leave() // closes c
+		return
+	}
+	c.Close()
+}
+
+// writable wakes a writer waiting for room in the socket.
+func (c *conn) writable() {
+	c.wmu.Lock()
+	w := c.wake
+	c.wmu.Unlock()
+	if w != nil {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// SetWriteDeadline bounds how long Write waits for a socket that takes nothing (hub's write timeout).
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	c.wmu.Lock()
+	c.writeDeadline = t
+	c.wmu.Unlock()
+	return nil
+}
+
+// Write writes all of p, waiting for the poller when the socket is full.
+func (c *conn) Write(p []byte) (int, error) {
+	n, err := c.Writev([][]byte{p})
+	return int(n), err
+}
+
+// Writev writes all of bufs with as few writev(2) calls as the socket allows: a batch of queued
+// frames goes out in one syscall. It consumes bufs.
+func (c *conn) Writev(bufs [][]byte) (int64, error) {
+	var total int64
+	for len(bufs) > 0 {
+		c.mu.RLock()
+		if c.closed {
+			c.mu.RUnlock()
+			return total, errClosed
+		}
+		var n int
+		var err error
+		if len(bufs) == 1 {
+			n, err = unix.Write(c.fd, bufs[0])
+		} else {
+			n, err = unix.Writev(c.fd, bufs[:min(len(bufs), 1024)]) // IOV_MAX
+		}
+		c.mu.RUnlock()
+		switch {
+		case err == unix.EAGAIN:
+			if err := c.waitWritable(); err != nil {
+				return total, err
+			}
+			continue
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return total, err
+		}
+		total += int64(n)
+		for n > 0 {
+			if n >= len(bufs[0]) {
+				n -= len(bufs[0])
+				bufs = bufs[1:]
+			} else {
+				bufs[0] = bufs[0][n:]
+				n = 0
+			}
+		}
+		for len(bufs) > 0 && len(bufs[0]) == 0 {
+			bufs = bufs[1:]
+		}
+	}
+	return total, nil
+}
+
+func (c *conn) waitWritable() error {
+	c.wmu.Lock()
+	if c.wake == nil {
+		c.wake = make(chan struct{}, 1)
+	}
+	w, d := c.wake, c.writeDeadline
+	c.wmu.Unlock()
+	if d.IsZero() {
+		<-w
+		return nil
+	}
+	t := time.NewTimer(time.Until(d))
+	defer t.Stop()
+	select {
+	case <-w:
+		return nil
+	case <-t.C:
+		return os.ErrDeadlineExceeded
+	}
+}
+
+// Close closes the socket once; safe from any goroutine.
+func (c *conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.poller.remove(c)
+	err := unix.Close(c.fd)
+	c.mu.Unlock()
+	c.port.Conns.Add(-1)
+	c.writable() // a writer waiting for room finds the connection closed
+	return err
+}
+
+var _ io.Writer = (*conn)(nil)
