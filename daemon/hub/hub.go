@@ -1,18 +1,24 @@
 // Package hub is the fan-out of one match: its subscribers, each with a bounded outgoing queue, and
 // the broadcast of pre-rendered frames to them. It knows nothing of listeners, HTTP or how bytes
-// reach a socket beyond the Conn it is given, so the connection layer underneath can change (a
-// goroutine per connection today, an epoll loop later) without touching it.
+// reach a socket beyond the Conn it is given.
 //
-// Slow-consumer policy: a broadcast never blocks. Each subscriber's queue holds at most QueueLimit
-// frames; a subscriber whose queue is full, or whose socket accepts nothing for WriteTimeout, is
-// disconnected with a logged reason, and the others never wait for it. An idle subscriber costs one
-// small struct: its queue is nil and no goroutine runs for it until there is something to write.
+// Delivery: a broadcast renders each frame once per protocol version and hands the same bytes to
+// every subscriber. When the connection can write without blocking (TryWriter, the epoll layer),
+// the broadcaster writes straight to the socket — one writev per subscriber per batch, the
+// subscribers split over all cores, no goroutine per delivery. Only a subscriber whose socket is
+// full gets a flush goroutine, which lives until its queue drains.
+//
+// Slow-consumer policy: a broadcast never blocks on a client. A subscriber that still has
+// QueueLimit frames queued from earlier broadcasts, or whose socket takes nothing for WriteTimeout,
+// is disconnected with a logged reason, and the others never wait for it. An idle subscriber costs
+// one small struct: no queue, no goroutine.
 package hub
 
 import (
 	"errors"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,10 +30,16 @@ type Conn interface {
 	Close() error
 }
 
+// TryWriter writes what the socket takes now, without blocking and without modifying bufs;
+// n is the number of bytes written. The epoll connection layer implements it.
+type TryWriter interface {
+	TryWritev(bufs [][]byte) (n int, err error)
+}
+
 // deadliner is implemented by net.Conn; the hub uses it for the write timeout when available.
 type deadliner interface{ SetWriteDeadline(time.Time) error }
 
-// vectorWriter writes a batch of frames in one writev(2); the epoll connection layer implements it.
+// vectorWriter writes a batch of frames in one writev(2), blocking until done.
 type vectorWriter interface {
 	Writev(bufs [][]byte) (int64, error)
 }
@@ -53,7 +65,7 @@ type Hub struct {
 	stats *Stats
 
 	mu     sync.Mutex
-	subs   map[*Subscriber]struct{}
+	subs   []*Subscriber // each knows its index, so leaving is a swap-remove
 	closed bool
 }
 
@@ -65,7 +77,7 @@ func New(cfg Config, log *slog.Logger, stats *Stats) *Hub {
 	if stats == nil {
 		stats = new(Stats)
 	}
-	return &Hub{cfg: cfg, log: log, stats: stats, subs: make(map[*Subscriber]struct{})}
+	return &Hub{cfg: cfg, log: log, stats: stats}
 }
 
 // Subscriber is one client of a match.
@@ -73,10 +85,11 @@ type Subscriber struct {
 	hub     *Hub
 	conn    Conn
 	Version int // protocol version: selects which rendering the subscriber gets
+	idx     int // place in hub.subs; -1 when not subscribed (guarded by hub.mu)
 
 	mu         sync.Mutex
 	queue      [][]byte
-	writing    bool
+	writing    bool // someone (the broadcaster or the flush goroutine) owns the socket's write side
 	done       bool // closed, or closing once the queue drains
 	closeAfter bool // the last frame is queued: close when drained
 	closed     bool
@@ -86,16 +99,19 @@ type Subscriber struct {
 // later broadcast; the caller serialises Subscribe with Broadcast so nothing is missed between.
 // If last is true the connection is closed once first is written (a match not live: status, close).
 func (h *Hub) Subscribe(conn Conn, version int, first [][]byte, last bool) *Subscriber {
-	s := &Subscriber{hub: h, conn: conn, Version: version}
+	s := &Subscriber{hub: h, conn: conn, Version: version, idx: -1}
 	h.mu.Lock()
 	if !last && !h.closed {
-		h.subs[s] = struct{}{}
+		s.idx = len(h.subs)
+		h.subs = append(h.subs, s)
 		h.stats.Subscribers.Add(1)
 	} else {
 		last = true
 	}
 	h.mu.Unlock()
-	s.enqueue(first, last, false)
+	if !s.deliver(first, last, false) {
+		s.Leave()
+	}
 	return s
 }
 
@@ -106,31 +122,74 @@ func (h *Hub) Len() int {
 	return len(h.subs)
 }
 
-// Broadcast queues n frames per subscriber — one batch of events, picked by protocol version through
-// frameFor(version, i) — and never blocks. A subscriber that still has QueueLimit frames or more
-// queued from earlier broadcasts is cut as a slow consumer instead; counting the backlog before the
-// batch means a large batch posted at once does not cut a client that is keeping up. If last, each
-// subscriber is closed once the batch is written and the hub takes no new subscribers.
+// removeLocked takes s out of h.subs; h.mu is held.
+func (h *Hub) removeLocked(s *Subscriber) bool {
+	i := s.idx
+	if i < 0 || i >= len(h.subs) || h.subs[i] != s {
+		return false
+	}
+	last := len(h.subs) - 1
+	h.subs[i] = h.subs[last]
+	h.subs[i].idx = i
+	h.subs[last] = nil
+	h.subs = h.subs[:last]
+	s.idx = -1
+	h.stats.Subscribers.Add(-1)
+	return true
+}
+
+// parallelMin is the subscriber count below which one goroutine delivers a broadcast alone.
+const parallelMin = 256
+
+// Broadcast delivers n frames to every subscriber — one batch of events, picked by protocol version
+// through frameFor(version, i) — and never blocks on a client. A subscriber that still has
+// QueueLimit frames or more queued from earlier broadcasts is cut as a slow consumer instead;
+// counting the backlog before the batch means a large batch posted at once does not cut a client
+// that keeps up. If last, each subscriber is closed once the batch is written and the hub takes no
+// new subscribers.
 func (h *Hub) Broadcast(n int, frameFor func(version, i int) []byte, last bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var byVersion [4][][]byte // the batch is built once per version, shared by every subscriber
-	for s := range h.subs {
-		v := s.Version & 3
-		if byVersion[v] == nil {
-			byVersion[v] = make([][]byte, n)
-			for i := range n {
-				byVersion[v][i] = frameFor(s.Version, i)
+	for v := range byVersion {
+		byVersion[v] = make([][]byte, n)
+		for i := range n {
+			byVersion[v][i] = frameFor(v, i)
+		}
+	}
+	subs := h.subs
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(subs)/parallelMin))
+	cut := make([][]*Subscriber, workers)
+	deliver := func(w int, part []*Subscriber) {
+		for _, s := range part {
+			if !s.deliver(byVersion[s.Version&3], last, true) {
+				cut[w] = append(cut[w], s)
 			}
 		}
-		if !s.enqueue(byVersion[v], last, true) {
-			delete(h.subs, s) // cut as a slow consumer
-			h.stats.Subscribers.Add(-1)
+	}
+	if workers == 1 {
+		deliver(0, subs)
+	} else {
+		var wg sync.WaitGroup
+		size := (len(subs) + workers - 1) / workers
+		for w := range workers {
+			part := subs[min(w*size, len(subs)):min((w+1)*size, len(subs))]
+			wg.Add(1)
+			go func() { defer wg.Done(); deliver(w, part) }()
+		}
+		wg.Wait()
+	}
+	for _, c := range cut {
+		for _, s := range c {
+			h.removeLocked(s)
 		}
 	}
 	if last {
+		for _, s := range h.subs {
+			s.idx = -1
+		}
 		h.stats.Subscribers.Add(-int64(len(h.subs)))
-		clear(h.subs)
+		h.subs = nil
 		h.closed = true
 	}
 }
@@ -140,24 +199,31 @@ func (h *Hub) Broadcast(n int, frameFor func(version, i int) []byte, last bool) 
 // count against it here: the notice is one small frame.
 func (h *Hub) Shutdown(frameFor func(version int) []byte) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	for s := range h.subs {
-		s.enqueue([][]byte{frameFor(s.Version)}, true, false)
+	subs := h.subs
+	for _, s := range subs {
+		s.idx = -1
 	}
-	h.stats.Subscribers.Add(-int64(len(h.subs)))
-	clear(h.subs)
+	h.stats.Subscribers.Add(-int64(len(subs)))
+	h.subs = nil
 	h.closed = true
+	h.mu.Unlock()
+	for _, s := range subs {
+		s.deliver([][]byte{frameFor(s.Version)}, true, false)
+	}
 }
 
 // Close disconnects every subscriber now.
 func (h *Hub) Close() {
 	h.mu.Lock()
 	subs := h.subs
-	h.subs = make(map[*Subscriber]struct{})
+	for _, s := range subs {
+		s.idx = -1
+	}
 	h.stats.Subscribers.Add(-int64(len(subs)))
+	h.subs = nil
 	h.closed = true
 	h.mu.Unlock()
-	for s := range subs {
+	for _, s := range subs {
 		s.close()
 	}
 }
@@ -166,17 +232,17 @@ func (h *Hub) Close() {
 func (s *Subscriber) Leave() {
 	h := s.hub
 	h.mu.Lock()
-	if _, ok := h.subs[s]; ok {
-		delete(h.subs, s)
-		h.stats.Subscribers.Add(-1)
-	}
+	h.removeLocked(s)
 	h.mu.Unlock()
 	s.close()
 }
 
-// enqueue appends frames; false means the subscriber was cut because its backlog was at the limit.
-// The initial frames of a subscription (limited false) are never refused.
-func (s *Subscriber) enqueue(frames [][]byte, last, limited bool) bool {
+// deliver writes frames now if nothing is queued and the connection can take them without
+// blocking, and queues what is left for a flush goroutine. false means the subscriber is finished
+// and must be removed by the caller (which may hold hub.mu): cut because its backlog was at the
+// limit (only when limited: a subscription's first frames and the shutdown notice are never
+// refused), or its connection failed. frames is shared and never modified.
+func (s *Subscriber) deliver(frames [][]byte, last, limited bool) bool {
 	s.mu.Lock()
 	if s.done {
 		s.mu.Unlock()
@@ -190,19 +256,65 @@ func (s *Subscriber) enqueue(frames [][]byte, last, limited bool) bool {
 		s.close()
 		return false
 	}
-	s.queue = append(s.queue, frames...)
 	s.closeAfter = last
 	s.done = last
-	start := !s.writing
-	s.writing = true
+	tw, direct := s.conn.(TryWriter)
+	if s.writing || !direct {
+		s.queue = append(s.queue, frames...)
+		start := !s.writing
+		s.writing = true
+		s.mu.Unlock()
+		if start {
+			go s.flush()
+		}
+		return true
+	}
+	s.writing = true // we own the write side while writing directly
 	s.mu.Unlock()
-	if start {
-		go s.flush()
+
+	n, err := tw.TryWritev(frames)
+	if err != nil {
+		s.hub.stats.WriteErrored.Add(1)
+		s.hub.log.Debug("client gone", "reason", "write_error", "err", err)
+		s.close()
+		return false
+	}
+	rest := remainder(frames, n)
+	s.hub.stats.Deliveries.Add(int64(len(frames) - len(rest)))
+	s.mu.Lock()
+	if len(rest) > 0 {
+		s.queue = append(rest, s.queue...)
+	}
+	if len(s.queue) > 0 && !s.closed {
+		s.mu.Unlock()
+		go s.flush() // the socket is full: wait for it off the broadcaster's path
+		return true
+	}
+	s.writing = false
+	closeNow := s.closeAfter
+	s.mu.Unlock()
+	if closeNow {
+		s.close()
 	}
 	return true
 }
 
-// flush writes the queue until it is empty; it is the only goroutine writing to the connection.
+// remainder is what of frames is left after n bytes were written, as a new slice (frames is shared).
+func remainder(frames [][]byte, n int) [][]byte {
+	i := 0
+	for i < len(frames) && n >= len(frames[i]) {
+		n -= len(frames[i])
+		i++
+	}
+	if i == len(frames) {
+		return nil
+	}
+	rest := make([][]byte, 0, len(frames)-i)
+	rest = append(rest, frames[i][n:])
+	return append(rest, frames[i+1:]...)
+}
+
+// flush writes the queue until it is empty; while it runs it is the only writer to the connection.
 func (s *Subscriber) flush() {
 	for {
 		s.mu.Lock()
@@ -210,7 +322,7 @@ func (s *Subscriber) flush() {
 		s.queue = nil
 		if len(batch) == 0 || s.closed {
 			s.writing = false
-			closeNow := s.closeAfter
+			closeNow := s.closeAfter && !s.closed
 			s.mu.Unlock()
 			if closeNow {
 				s.close()

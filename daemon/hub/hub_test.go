@@ -272,3 +272,56 @@ func TestLargeBatchDoesNotCut(t *testing.T) {
 		t.Fatalf("got %d bytes, %d cut", len(c.String()), stats.SlowDropped.Load())
 	}
 }
+
+// tryConn takes at most room bytes per TryWritev (as a socket with little buffer space would), and
+// the rest through the flush goroutine's blocking Write.
+type tryConn struct {
+	*memConn
+	room int
+}
+
+func (c *tryConn) TryWritev(bufs [][]byte) (int, error) {
+	var b []byte
+	for _, x := range bufs {
+		b = append(b, x...)
+	}
+	n := min(c.room, len(b))
+	_, err := c.memConn.Write(b[:n])
+	return n, err
+}
+
+// Direct writes from the broadcaster, split over workers, with partial writes finished by flush
+// goroutines: every subscriber gets every byte in order, and shared frames are never modified.
+func TestDirectWritesAcrossWorkers(t *testing.T) {
+	h := hub.New(hub.Config{QueueLimit: 1000}, quiet(), nil)
+	conns := make([]*tryConn, 1000)
+	for i := range conns {
+		conns[i] = &tryConn{memConn: newConn(), room: []int{0, 3, 1 << 20}[i%3]}
+		h.Subscribe(conns[i], 1+2*(i%2), [][]byte{[]byte("S|")}, false)
+	}
+	frame1, frame3 := []byte("event-one|"), []byte("event-three|")
+	var want1, want3 string
+	for i := range 5 {
+		h.Broadcast(2, func(v, j int) []byte {
+			if v == 3 {
+				return frame3
+			}
+			return frame1
+		}, i == 4)
+		want1 += "event-one|event-one|"
+		want3 += "event-three|event-three|"
+	}
+	for i, c := range conns {
+		waitFor(t, "closed after the last batch", func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.closed })
+		want := "S|" + want1
+		if i%2 == 1 {
+			want = "S|" + want3
+		}
+		if got := c.String(); got != want {
+			t.Fatalf("conn %d (room %d) got %q, want %q", i, c.room, got, want)
+		}
+	}
+	if string(frame1) != "event-one|" || string(frame3) != "event-three|" {
+		t.Fatal("a shared frame was modified")
+	}
+}

@@ -223,6 +223,28 @@ func (c *conn) Writev(bufs [][]byte) (int64, error) {
 	return total, nil
 }
 
+// TryWritev writes what the socket takes now, in one writev(2), without blocking or touching bufs.
+func (c *conn) TryWritev(bufs [][]byte) (int, error) {
+	for {
+		c.mu.RLock()
+		if c.closed {
+			c.mu.RUnlock()
+			return 0, errClosed
+		}
+		n, err := unix.Writev(c.fd, bufs[:min(len(bufs), 1024)])
+		c.mu.RUnlock()
+		switch err {
+		case nil:
+			return n, nil
+		case unix.EAGAIN:
+			return 0, nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, err
+	}
+}
+
 func (c *conn) waitWritable() error {
 	c.wmu.Lock()
 	if c.wake == nil {
