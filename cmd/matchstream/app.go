@@ -29,6 +29,8 @@ func newApp() *cli.App {
 			clientCommand(),
 			doctorCommand(),
 			installCommand(),
+			benchCommand(),
+			benchBaselineCommand(),
 			versionCommand(),
 		},
 		HideVersion:          false,

@@ -1,0 +1,155 @@
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Baseline servers, run as a child process (`matchstream bench-baseline`) so their memory is
+// measured apart from the bench's clients:
+//   - floor: accepts connections and, for each event, writes it to every socket in one plain loop of
+//     write(2) calls. Nothing can fan out faster on this kernel.
+//   - naive: the goroutine-per-connection server most Go code starts as: each connection has a
+//     goroutine blocked reading and a goroutine writing what a channel brings.
+// Control protocol on stdin: "EVENT\n" writes one stamped event to every connection and answers
+// "DONE <ns>\n" on stdout; "COUNT\n" answers "COUNT <accepted>\n"; EOF stops the server.
+
+// ServeBaseline runs a baseline server on addr; it prints "LISTEN <addr>" first.
+func ServeBaseline(kind, addr string, in io.Reader, out io.Writer) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	var fds []int           // floor: raw fds
+	var chans []chan []byte // naive: one channel per connection
+	var keep []net.Conn     // keeps accepted connections referenced
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			keep = append(keep, c)
+			switch kind {
+			case "floor":
+				raw, _ := c.(*net.TCPConn).SyscallConn()
+				raw.Control(func(fd uintptr) { fds = append(fds, int(fd)) })
+			default:
+				ch := make(chan []byte, 16)
+				chans = append(chans, ch)
+				go func() { // reader: blocked in Read, as a naive server is
+					r := bufio.NewReader(c)
+					for {
+						if _, err := r.ReadString('\n'); err != nil {
+							return
+						}
+					}
+				}()
+				go func() { // writer
+					for b := range ch {
+						if _, err := c.Write(b); err != nil {
+							return
+						}
+					}
+				}()
+			}
+			mu.Unlock()
+		}
+	}()
+	fmt.Fprintf(out, "LISTEN %s\n", ln.Addr())
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		switch strings.TrimSpace(sc.Text()) {
+		case "COUNT":
+			mu.Lock()
+			fmt.Fprintf(out, "COUNT %d\n", len(keep))
+			mu.Unlock()
+			continue
+		case "EVENT":
+		default:
+			continue
+		}
+		frame := []byte(`{"kind":"comment","comment":"` + stampPrefix + strconv.FormatInt(time.Now().UnixNano(), 10) + `"}` + "\n")
+		t0 := time.Now()
+		mu.Lock()
+		if kind == "floor" {
+			for _, fd := range fds {
+				for {
+					_, err := unix.Write(fd, frame)
+					if err != unix.EINTR && err != unix.EAGAIN {
+						break
+					}
+				}
+			}
+		} else {
+			for _, ch := range chans {
+				select {
+				case ch <- frame:
+				default: // a naive server without a policy would block here; count it as dropped
+				}
+			}
+		}
+		mu.Unlock()
+		fmt.Fprintf(out, "DONE %d\n", time.Since(t0).Nanoseconds())
+	}
+	return sc.Err()
+}
+
+// baselineProc is a running baseline server.
+type baselineProc struct {
+	kind string
+	pid  int
+	addr string
+	in   io.WriteCloser
+	out  *bufio.Scanner
+	wait func() error
+}
+
+func (b *baselineProc) event() error {
+	if _, err := io.WriteString(b.in, "EVENT\n"); err != nil {
+		return err
+	}
+	if !b.out.Scan() {
+		return fmt.Errorf("baseline %s: no answer", b.kind)
+	}
+	return nil
+}
+
+// waitAccepted waits until the server has accepted n connections (they may sit in its backlog
+// after the clients' connect returned).
+func (b *baselineProc) waitAccepted(n int) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := io.WriteString(b.in, "COUNT\n"); err != nil {
+			return err
+		}
+		if !b.out.Scan() {
+			return fmt.Errorf("baseline %s: no answer", b.kind)
+		}
+		if got, _ := strconv.Atoi(strings.TrimPrefix(b.out.Text(), "COUNT ")); got >= n {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("baseline %s: fewer than %d connections accepted in 30s", b.kind, n)
+}
+
+func (b *baselineProc) stop() {
+	b.in.Close()
+	b.wait()
+}
+
+// selfExe is the running binary, used to start daemons and baselines.
+func selfExe() (string, error) { return os.Executable() }

@@ -1,0 +1,390 @@
+// Package bench is `matchstream bench`: the original's boundary search as one command. It opens N
+// clients with at most C connecting at once, has a watcher post stamped events, and measures connect
+// times, refused and timed-out connects, delivery latency (from the stamp inside each event to its
+// arrival), the time for one event to reach the last client, deliveries per second, server RSS per
+// connection, and whether every client got every event. Each figure can be set beside baselines
+// measured in the same run: the raw write(2) loop (the floor) and a goroutine-per-connection server.
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"matchstream/daemon/listen"
+	"matchstream/daemon/match"
+)
+
+// Config is one bench run.
+type Config struct {
+	API         string   // daemon API base URL (ignored with Spawn)
+	Token       string   // watcher token (ignored with Spawn)
+	Stream      []string // stream addresses clients connect to (round-robin)
+	DaemonPID   int      // for RSS; 0 = unknown (Spawn knows it)
+	Spawn       bool     // start a daemon for the run
+	Users       int
+	Concurrency int
+	Events      int
+	Interval    time.Duration // between posted events
+	Baselines   []string      // "floor", "naive"
+	Timeout     time.Duration // per event, for every client to get it
+	Progress    io.Writer     // progress lines (a terminal), or nil
+}
+
+// Figures are the measurements of one server under one load.
+type Figures struct {
+	Server        string  `json:"server"` // matchstream, floor, naive
+	Users         int     `json:"users"`
+	Connected     int     `json:"connected"`
+	Refused       int64   `json:"refused"`
+	TimedOut      int64   `json:"timed_out"`
+	OtherErrors   int64   `json:"other_errors"`
+	ConnectP50    float64 `json:"connect_p50_ms"`
+	ConnectP99    float64 `json:"connect_p99_ms"`
+	ConnectMax    float64 `json:"connect_max_ms"`
+	RSSPerConnKB  float64 `json:"rss_per_connection_kb"`
+	RSSBaseMB     float64 `json:"rss_before_mb"`
+	RSSLoadedMB   float64 `json:"rss_loaded_mb"`
+	Events        int     `json:"events"`
+	AllDelivered  bool    `json:"all_delivered"`
+	LastClientMs  float64 `json:"time_to_last_client_ms"` // median over events, post to last arrival
+	LatencyP50    float64 `json:"latency_p50_ms"`
+	LatencyP99    float64 `json:"latency_p99_ms"`
+	LatencyMax    float64 `json:"latency_max_ms"`
+	DeliveriesSec float64 `json:"deliveries_per_second"`
+}
+
+// Result is a whole run.
+type Result struct {
+	Machine string    `json:"machine"`
+	When    time.Time `json:"when"`
+	Runs    []Figures `json:"runs"`
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func pct(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
+// rssKB reads a process's resident set size.
+func rssKB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func (c *Config) progress(format string, a ...any) {
+	if c.Progress != nil {
+		fmt.Fprintf(c.Progress, "\r\033[K"+format, a...)
+	}
+}
+
+// Run runs the bench against matchstream and then each baseline.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	res := &Result{Machine: machine(), When: time.Now().UTC()}
+	if cfg.Spawn {
+		d, err := spawnDaemon(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer d.stop()
+		cfg.API, cfg.Token, cfg.Stream, cfg.DaemonPID = d.api, d.token, d.stream, d.pid
+	}
+	f, err := runMatchstream(ctx, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	res.Runs = append(res.Runs, *f)
+	for _, kind := range cfg.Baselines {
+		f, err := runBaseline(ctx, &cfg, kind)
+		if err != nil {
+			return nil, fmt.Errorf("baseline %s: %w", kind, err)
+		}
+		res.Runs = append(res.Runs, *f)
+	}
+	cfg.progress("")
+	return res, nil
+}
+
+func runMatchstream(ctx context.Context, cfg *Config) (*Figures, error) {
+	id := fmt.Sprintf("bench-%d", time.Now().UnixNano())
+	start := match.Event{At: time.Now().UTC(), Kind: match.KindStart, Home: "home", Visit: "away",
+		StartDate:   time.Now().UTC().Format(time.DateOnly),
+		HomePlayers: []match.Player{{Number: 1, Name: "Home"}}, VisitPlayers: []match.Player{{Number: 1, Name: "Away"}}}
+	if err := post(cfg, id, start); err != nil {
+		return nil, err
+	}
+	line := func(i int) string { return fmt.Sprintf("VERSION:3:CONNECT:b%d:MATCH:%s\r\n", i, id) }
+	return measure(ctx, cfg, "matchstream", cfg.Stream, cfg.DaemonPID, line,
+		func(expect int) error {
+			return waitSubscribers(cfg, id, expect)
+		},
+		func() error {
+			return post(cfg, id, match.Event{Kind: match.KindComment, Comment: stampPrefix + strconv.FormatInt(time.Now().UnixNano(), 10)})
+		},
+		func() { post(cfg, id, match.Event{Kind: match.KindStop}) })
+}
+
+func runBaseline(ctx context.Context, cfg *Config, kind string) (*Figures, error) {
+	exe, err := selfExe()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, exe, "bench-baseline", "--kind", kind)
+	in, _ := cmd.StdinPipe()
+	outPipe, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	b := &baselineProc{kind: kind, pid: cmd.Process.Pid, in: in, out: bufio.NewScanner(outPipe), wait: cmd.Wait}
+	defer b.stop()
+	if !b.out.Scan() || !strings.HasPrefix(b.out.Text(), "LISTEN ") {
+		return nil, fmt.Errorf("baseline %s did not start", kind)
+	}
+	b.addr = strings.TrimPrefix(b.out.Text(), "LISTEN ")
+	return measure(ctx, cfg, kind, []string{b.addr}, b.pid,
+		func(i int) string { return "VERSION:3:CONNECT:b" + strconv.Itoa(i) + ":MATCH:x\r\n" },
+		b.waitAccepted, b.event, func() {})
+}
+
+// measure connects the fleet, posts the events, and gathers the figures.
+func measure(ctx context.Context, cfg *Config, server string, addrs []string, pid int, line func(int) string,
+	settled func(expect int) error, event func() error, end func()) (*Figures, error) {
+	fig := &Figures{Server: server, Users: cfg.Users, Events: cfg.Events}
+	time.Sleep(200 * time.Millisecond) // let the server's heap settle before the baseline reading
+	before := rssKB(pid)
+	fl := dialAll(ctx, cfg.Users, cfg.Concurrency, addrs, line, func(done int) {
+		if done%500 == 0 || done == cfg.Users {
+			cfg.progress("%s: connected %d/%d", server, done, cfg.Users)
+		}
+	})
+	defer fl.close()
+	fig.Connected = fl.connected()
+	fig.Refused, fig.TimedOut, fig.OtherErrors = fl.refused.Load(), fl.timedOut.Load(), fl.otherErr.Load()
+	var cs []time.Duration
+	for _, d := range fl.connect {
+		if d > 0 {
+			cs = append(cs, d)
+		}
+	}
+	fig.ConnectP50, fig.ConnectP99, fig.ConnectMax = ms(pct(cs, 0.5)), ms(pct(cs, 0.99)), ms(pct(cs, 1))
+	if err := settled(fig.Connected); err != nil {
+		return nil, err
+	}
+	after := rssKB(pid)
+	fig.RSSBaseMB, fig.RSSLoadedMB = before/1024, after/1024
+	if fig.Connected > 0 && pid > 0 {
+		fig.RSSPerConnKB = (after - before) / float64(fig.Connected)
+	}
+	var lasts []time.Duration
+	fig.AllDelivered = true
+	t0 := time.Now()
+	for e := range cfg.Events {
+		sent := time.Now()
+		if err := event(); err != nil {
+			return nil, err
+		}
+		if !fl.waitReceived(int64(e+1), cfg.Timeout) {
+			fig.AllDelivered = false
+			break
+		}
+		lasts = append(lasts, fl.lastArrival().Sub(sent))
+		cfg.progress("%s: event %d/%d reached %d clients", server, e+1, cfg.Events, fig.Connected)
+		if e+1 < cfg.Events {
+			time.Sleep(cfg.Interval)
+		}
+	}
+	elapsed := time.Since(t0) - time.Duration(max(0, cfg.Events-1))*cfg.Interval
+	end()
+	all := fl.latencies()
+	fig.LastClientMs = ms(pct(lasts, 0.5))
+	fig.LatencyP50, fig.LatencyP99, fig.LatencyMax = ms(pct(all, 0.5)), ms(pct(all, 0.99)), ms(pct(all, 1))
+	if elapsed > 0 {
+		fig.DeliveriesSec = float64(len(all)) / elapsed.Seconds()
+	}
+	if len(all) != fig.Connected*cfg.Events {
+		fig.AllDelivered = false
+	}
+	return fig, nil
+}
+
+func post(cfg *Config, id string, e match.Event) error {
+	body, _ := json.Marshal(e)
+	req, _ := http.NewRequest(http.MethodPost, strings.TrimRight(cfg.API, "/")+"/matches/"+id+"/events", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+cfg.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("post event: %w", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("post event: %s: %s", resp.Status, bytes.TrimSpace(b))
+	}
+	return nil
+}
+
+func waitSubscribers(cfg *Config, id string, expect int) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var list []struct {
+			ID          string `json:"id"`
+			Subscribers int    `json:"subscribers"`
+		}
+		if r, err := http.Get(strings.TrimRight(cfg.API, "/") + "/matches"); err == nil {
+			json.NewDecoder(r.Body).Decode(&list)
+			r.Body.Close()
+		}
+		for _, m := range list {
+			if m.ID == id && m.Subscribers >= expect {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the daemon did not report %d subscribers within 30s", expect)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// spawned is a daemon started for the run, on free loopback ports with a temporary state dir.
+type spawned struct {
+	api, token string
+	stream     []string
+	pid        int
+	cmd        *exec.Cmd
+	dir        string
+}
+
+func spawnDaemon(ctx context.Context) (*spawned, error) {
+	exe, err := selfExe()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "matchstream-bench-")
+	if err != nil {
+		return nil, err
+	}
+	api, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	rng, stream, err := freeRange(4)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, exe, "serve", "--config", "/dev/null", "--state-dir", dir, "--api", api,
+		"--stream", rng, "--log-level", "error", "--handshake-timeout", "30s")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &spawned{api: "http://" + api, stream: stream, pid: cmd.Process.Pid, cmd: cmd, dir: dir}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if r, err := http.Get(s.api + "/healthz"); err == nil {
+			r.Body.Close()
+			if r.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			s.stop()
+			return nil, fmt.Errorf("spawned daemon not healthy within 15s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tok, err := os.ReadFile(filepath.Join(dir, "watcher.token"))
+	if err != nil {
+		s.stop()
+		return nil, err
+	}
+	s.token = strings.TrimSpace(string(tok))
+	return s, nil
+}
+
+func (s *spawned) stop() {
+	s.cmd.Process.Signal(os.Interrupt)
+	s.cmd.Wait()
+	os.RemoveAll(s.dir)
+}
+
+// freeRange finds n consecutive free loopback ports, as a --stream range and as addresses.
+func freeRange(n int) (string, []string, error) {
+	for range 50 {
+		first, err := freePort()
+		if err != nil {
+			return "", nil, err
+		}
+		base, _ := strconv.Atoi(first[strings.LastIndex(first, ":")+1:])
+		if base+n > 65535 {
+			continue
+		}
+		rng := fmt.Sprintf("127.0.0.1:%d-%d", base, base+n-1)
+		addrs, _ := listen.ParseRange(rng)
+		free := true
+		for _, a := range addrs {
+			ln, err := net.Listen("tcp", a)
+			if err != nil {
+				free = false
+				break
+			}
+			ln.Close()
+		}
+		if free {
+			return rng, addrs, nil
+		}
+	}
+	return "", nil, fmt.Errorf("no %d consecutive free ports", n)
+}
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func machine() string {
+	cpu := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	host, _ := os.Hostname()
+	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return fmt.Sprintf("%s, %d CPUs, %s, kernel %s, loopback", host, numCPU(), cpu, strings.TrimSpace(string(b)))
+}

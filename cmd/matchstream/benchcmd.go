@@ -1,0 +1,172 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"matchstream/cmd/matchstream/bench"
+	"matchstream/daemon/listen"
+)
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "find the boundaries: N users, C connecting at once, events fanned out, beside baselines",
+		Description: "Opens N clients (protocol 3) with at most C connecting at once, posts stamped events and\n" +
+			"measures connect times, refused/timed-out connects, time for an event to reach the last\n" +
+			"client, delivery latency (stamp inside the event to arrival), deliveries/s, the server's RSS\n" +
+			"per connection, and whether every client got every event. --baseline floor,naive measures\n" +
+			"the same load against a raw write(2) loop and a goroutine-per-connection server in the same\n" +
+			"run. --find-limit doubles N (and C) until a client fails or --max-latency is crossed.\n" +
+			"One process holds the clients: N is capped by its open-files limit (20,000 here).",
+		Flags: []cli.Flag{
+			apiFlag(),
+			&cli.StringFlag{Name: "token", EnvVars: env("watcher-token"), Usage: "watcher bearer token"},
+			&cli.StringFlag{Name: "token-file", EnvVars: env("watcher-token-file"), Usage: "file holding the watcher token"},
+			&cli.StringFlag{Name: "stream", Value: "127.0.0.1:9000-9007", Usage: "the daemon's stream ports"},
+			&cli.IntFlag{Name: "daemon-pid", Usage: "the daemon's pid, to read its RSS (known with --spawn)"},
+			&cli.BoolFlag{Name: "spawn", Usage: "start a daemon for the run on free loopback ports"},
+			&cli.IntFlag{Name: "n", Value: 1000, Usage: "users"},
+			&cli.IntFlag{Name: "c", Value: 1000, Usage: "at most this many connecting at once"},
+			&cli.IntFlag{Name: "events", Value: 10, Usage: "events posted once all are connected"},
+			&cli.DurationFlag{Name: "interval", Value: 200 * time.Millisecond, Usage: "pause between events"},
+			&cli.StringFlag{Name: "baseline", Usage: "comma-separated: floor (raw write loop), naive (goroutine per connection)"},
+			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "for every client to get an event"},
+			&cli.BoolFlag{Name: "find-limit", Usage: "double N from 16 until a client fails or --max-latency is crossed"},
+			&cli.DurationFlag{Name: "max-latency", Value: time.Second, Usage: "with --find-limit: p99 delivery latency bound"},
+			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
+			&cli.StringFlag{Name: "report", Usage: "also write a self-contained HTML report to this file"},
+		},
+		Action: runBench,
+	}
+}
+
+func benchBaselineCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "bench-baseline",
+		Hidden: true,
+		Usage:  "a baseline server for bench (floor or naive), driven on stdin",
+		Flags:  []cli.Flag{&cli.StringFlag{Name: "kind", Value: "floor"}, &cli.StringFlag{Name: "listen", Value: "127.0.0.1:0"}},
+		Action: func(c *cli.Context) error {
+			return bench.ServeBaseline(c.String("kind"), c.String("listen"), os.Stdin, os.Stdout)
+		},
+	}
+}
+
+func runBench(c *cli.Context) error {
+	cfg := bench.Config{API: c.String("api"), DaemonPID: c.Int("daemon-pid"), Spawn: c.Bool("spawn"),
+		Users: c.Int("n"), Concurrency: c.Int("c"), Events: c.Int("events"), Interval: c.Duration("interval"),
+		Timeout: c.Duration("timeout")}
+	if !c.Bool("spawn") {
+		tok, err := readToken(c)
+		if err != nil {
+			return err
+		}
+		cfg.Token = tok
+		if cfg.Stream, err = listen.ParseRange(c.String("stream")); err != nil {
+			return usageErr(err, "")
+		}
+	}
+	for _, b := range strings.Split(c.String("baseline"), ",") {
+		switch b = strings.TrimSpace(b); b {
+		case "":
+		case "floor", "naive":
+			cfg.Baselines = append(cfg.Baselines, b)
+		case "mosquitto":
+			return usageErr(errors.New("baseline mosquitto: not built in; run mosquitto beside bench and compare by hand"), "")
+		default:
+			return usageErr(fmt.Errorf("unknown baseline %q: want floor or naive", b), "")
+		}
+	}
+	var lim syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	if cap := int(lim.Cur) - 256; cfg.Users > cap || cfg.Users < 1 || cfg.Concurrency < 1 || cfg.Events < 1 {
+		return usageErr(fmt.Errorf("-n %d: between 1 and %d here (this process's open-files limit is %d), with -c and --events at least 1", cfg.Users, cap, lim.Cur),
+			"raise the limit (ulimit -n) or run several bench processes")
+	}
+	if st, err := os.Stderr.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 && !c.Bool("json") {
+		cfg.Progress = os.Stderr
+	}
+	var steps []bench.Limit
+	var res *bench.Result
+	var err error
+	if c.Bool("find-limit") {
+		steps, res, err = findLimit(c, cfg)
+	} else {
+		res, err = bench.Run(c.Context, cfg)
+	}
+	if err != nil {
+		return failure(err, "")
+	}
+	if cfg.Progress != nil {
+		fmt.Fprint(os.Stderr, "\r\033[K")
+	}
+	if c.Bool("json") {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		enc.Encode(struct {
+			*bench.Result
+			Limit []bench.Limit `json:"limit,omitempty"`
+		}{res, steps})
+	} else {
+		bench.Print(c.App.Writer, res)
+		for _, s := range steps {
+			fmt.Fprintf(c.App.Writer, "limit: %6d users: ok=%v %s\n", s.Users, s.OK, s.Reason)
+		}
+	}
+	if p := c.String("report"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			return failure(err, "")
+		}
+		defer f.Close()
+		if err := bench.WriteHTML(f, res, steps); err != nil {
+			return failure(err, "")
+		}
+	}
+	if f := res.Runs[0]; !f.AllDelivered || f.Refused+f.TimedOut+f.OtherErrors > 0 {
+		return failure(fmt.Errorf("not every client got every event (connected %d of %d, refused %d, timed out %d)",
+			f.Connected, f.Users, f.Refused, f.TimedOut), "")
+	}
+	return nil
+}
+
+// findLimit is the original's 16 → 2N loop: the last N at which every client got every event within
+// the latency bound.
+func findLimit(c *cli.Context, cfg bench.Config) ([]bench.Limit, *bench.Result, error) {
+	var steps []bench.Limit
+	var good *bench.Result
+	top := cfg.Users
+	for n := 16; n <= top; n *= 2 {
+		step := cfg
+		step.Users, step.Concurrency, step.Baselines = n, n, nil
+		res, err := bench.Run(c.Context, step)
+		if err != nil {
+			return steps, good, err
+		}
+		f := res.Runs[0]
+		l := bench.Limit{Users: n, OK: true, Figures: f}
+		switch {
+		case f.Refused+f.TimedOut+f.OtherErrors > 0 || !f.AllDelivered:
+			l.OK, l.Reason = false, fmt.Sprintf("clients failed: refused %d, timed out %d, all delivered %v", f.Refused, f.TimedOut, f.AllDelivered)
+		case time.Duration(f.LatencyP99*float64(time.Millisecond)) > c.Duration("max-latency"):
+			l.OK, l.Reason = false, fmt.Sprintf("p99 latency %.1f ms over %s", f.LatencyP99, c.Duration("max-latency"))
+		}
+		steps = append(steps, l)
+		if !l.OK {
+			break
+		}
+		good = res
+	}
+	if good == nil {
+		return steps, nil, errors.New("no load passed: even 16 users failed")
+	}
+	return steps, good, nil
+}
