@@ -20,10 +20,13 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"matchstream/daemon/api"
 	"matchstream/daemon/listen"
 	"matchstream/daemon/live"
+	"matchstream/daemon/metrics"
 	"matchstream/daemon/store"
 	"matchstream/daemon/store/bolt"
 	"matchstream/daemon/stream"
@@ -128,7 +131,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	httpSrv := api.New(cfg.API, reg, lns, log, ready.Load).Server()
+	handler := api.New(cfg.API, reg, lns, log, ready.Load)
+	handler.Metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(metrics.New(reg, lns, streams), promhttp.HandlerOpts{}))
+	httpSrv := handler.Server()
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns.Stream)+1)

@@ -58,6 +58,8 @@ type Handler struct {
 	lns   *listen.Set
 	log   *slog.Logger
 	ready func() bool
+	// Metrics serves GET /metrics (Prometheus text format); nil answers 404.
+	Metrics fasthttp.RequestHandler
 }
 
 // New returns the API handler. ready reports whether the daemon is serving (for /healthz).
@@ -126,6 +128,14 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 		h.connect(ctx)
 	case path == "/matches" && get:
 		writeJSON(ctx, fasthttp.StatusOK, h.reg.List())
+	case path == "/metrics" && get && h.Metrics != nil:
+		h.Metrics(ctx)
+	case path == "/debug/queues" && get:
+		k := ctx.QueryArgs().GetUintOrZero("top")
+		if k <= 0 || k > 1000 {
+			k = 10
+		}
+		writeJSON(ctx, fasthttp.StatusOK, h.reg.Longest(k))
 	case strings.HasPrefix(path, "/matches/"):
 		id, rest, _ := strings.Cut(strings.TrimPrefix(path, "/matches/"), "/")
 		switch {

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,12 +51,27 @@ type Config struct {
 	WriteTimeout time.Duration // a write blocked this long cuts the subscriber; 0 = no limit
 }
 
+// Observer takes one observation (a prometheus.Histogram is one); the hub does not depend on the
+// metrics library.
+type Observer interface{ Observe(float64) }
+
 // Stats are counters shared by every hub of a daemon (atomic, so hubs update them without a lock).
 type Stats struct {
 	Subscribers  atomic.Int64
+	ByVersion    [4]atomic.Int64 // subscribers per protocol version
 	SlowDropped  atomic.Int64
 	Deliveries   atomic.Int64
 	WriteErrored atomic.Int64
+	MaxQueue     atomic.Int64 // the longest queue any subscriber had
+	// Latency observes seconds from an event's post reaching the daemon to its write to a socket;
+	// QueueDepth observes a subscriber's backlog (frames) each time a batch reaches it. Either may be nil.
+	Latency, QueueDepth Observer
+}
+
+// count adds delta subscribers of a version to the gauges.
+func (st *Stats) count(version int, delta int64) {
+	st.Subscribers.Add(delta)
+	st.ByVersion[version&3].Add(delta)
 }
 
 // Hub fans out one match.
@@ -93,6 +109,7 @@ type Subscriber struct {
 	done       bool // closed, or closing once the queue drains
 	closeAfter bool // the last frame is queued: close when drained
 	closed     bool
+	oldest     time.Time // when the oldest queued frame was posted (zero: not an event)
 }
 
 // Subscribe adds conn. The frames in first (status, or history for a resume) are queued before any
@@ -104,12 +121,12 @@ func (h *Hub) Subscribe(conn Conn, version int, first [][]byte, last bool) *Subs
 	if !last && !h.closed {
 		s.idx = len(h.subs)
 		h.subs = append(h.subs, s)
-		h.stats.Subscribers.Add(1)
+		h.stats.count(version, 1)
 	} else {
 		last = true
 	}
 	h.mu.Unlock()
-	if !s.deliver(first, last, false) {
+	if !s.deliver(first, last, false, time.Time{}) {
 		s.Leave()
 	}
 	return s
@@ -134,8 +151,20 @@ func (h *Hub) removeLocked(s *Subscriber) bool {
 	h.subs[last] = nil
 	h.subs = h.subs[:last]
 	s.idx = -1
-	h.stats.Subscribers.Add(-1)
+	h.stats.count(s.Version, -1)
 	return true
+}
+
+// dropAllLocked empties the hub (match over, shutdown); h.mu is held.
+func (h *Hub) dropAllLocked() []*Subscriber {
+	subs := h.subs
+	for _, s := range subs {
+		s.idx = -1
+		h.stats.count(s.Version, -1)
+	}
+	h.subs = nil
+	h.closed = true
+	return subs
 }
 
 // parallelMin is the subscriber count below which one goroutine delivers a broadcast alone.
@@ -146,8 +175,8 @@ const parallelMin = 256
 // QueueLimit frames or more queued from earlier broadcasts is cut as a slow consumer instead;
 // counting the backlog before the batch means a large batch posted at once does not cut a client
 // that keeps up. If last, each subscriber is closed once the batch is written and the hub takes no
-// new subscribers.
-func (h *Hub) Broadcast(n int, frameFor func(version, i int) []byte, last bool) {
+// new subscribers. posted is when the batch reached the daemon, for the latency histogram.
+func (h *Hub) Broadcast(posted time.Time, n int, frameFor func(version, i int) []byte, last bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var byVersion [4][][]byte // the batch is built once per version, shared by every subscriber
@@ -162,7 +191,7 @@ func (h *Hub) Broadcast(n int, frameFor func(version, i int) []byte, last bool) 
 	cut := make([][]*Subscriber, workers)
 	deliver := func(w int, part []*Subscriber) {
 		for _, s := range part {
-			if !s.deliver(byVersion[s.Version&3], last, true) {
+			if !s.deliver(byVersion[s.Version&3], last, true, posted) {
 				cut[w] = append(cut[w], s)
 			}
 		}
@@ -185,12 +214,7 @@ func (h *Hub) Broadcast(n int, frameFor func(version, i int) []byte, last bool) 
 		}
 	}
 	if last {
-		for _, s := range h.subs {
-			s.idx = -1
-		}
-		h.stats.Subscribers.Add(-int64(len(h.subs)))
-		h.subs = nil
-		h.closed = true
+		h.dropAllLocked()
 	}
 }
 
@@ -199,29 +223,18 @@ func (h *Hub) Broadcast(n int, frameFor func(version, i int) []byte, last bool) 
 // count against it here: the notice is one small frame.
 func (h *Hub) Shutdown(frameFor func(version int) []byte) {
 	h.mu.Lock()
-	subs := h.subs
-	for _, s := range subs {
-		s.idx = -1
-	}
-	h.stats.Subscribers.Add(-int64(len(subs)))
-	h.subs = nil
-	h.closed = true
+	subs := h.dropAllLocked()
 	h.mu.Unlock()
+	now := time.Now()
 	for _, s := range subs {
-		s.deliver([][]byte{frameFor(s.Version)}, true, false)
+		s.deliver([][]byte{frameFor(s.Version)}, true, false, now)
 	}
 }
 
 // Close disconnects every subscriber now.
 func (h *Hub) Close() {
 	h.mu.Lock()
-	subs := h.subs
-	for _, s := range subs {
-		s.idx = -1
-	}
-	h.stats.Subscribers.Add(-int64(len(subs)))
-	h.subs = nil
-	h.closed = true
+	subs := h.dropAllLocked()
 	h.mu.Unlock()
 	for _, s := range subs {
 		s.close()
@@ -242,13 +255,18 @@ func (s *Subscriber) Leave() {
 // and must be removed by the caller (which may hold hub.mu): cut because its backlog was at the
 // limit (only when limited: a subscription's first frames and the shutdown notice are never
 // refused), or its connection failed. frames is shared and never modified.
-func (s *Subscriber) deliver(frames [][]byte, last, limited bool) bool {
+func (s *Subscriber) deliver(frames [][]byte, last, limited bool, posted time.Time) bool {
+	st := s.hub.stats
 	s.mu.Lock()
 	if s.done {
 		s.mu.Unlock()
 		return true
 	}
-	if queued := len(s.queue); limited && queued >= s.hub.cfg.QueueLimit {
+	queued := len(s.queue)
+	if st.QueueDepth != nil && limited {
+		st.QueueDepth.Observe(float64(queued))
+	}
+	if limited && queued >= s.hub.cfg.QueueLimit {
 		s.done = true
 		s.mu.Unlock()
 		s.hub.stats.SlowDropped.Add(1)
@@ -260,7 +278,11 @@ func (s *Subscriber) deliver(frames [][]byte, last, limited bool) bool {
 	s.done = last
 	tw, direct := s.conn.(TryWriter)
 	if s.writing || !direct {
+		if len(s.queue) == 0 {
+			s.oldest = posted
+		}
 		s.queue = append(s.queue, frames...)
+		maxQueue(st, len(s.queue))
 		start := !s.writing
 		s.writing = true
 		s.mu.Unlock()
@@ -280,10 +302,17 @@ func (s *Subscriber) deliver(frames [][]byte, last, limited bool) bool {
 		return false
 	}
 	rest := remainder(frames, n)
-	s.hub.stats.Deliveries.Add(int64(len(frames) - len(rest)))
+	st.Deliveries.Add(int64(len(frames) - len(rest)))
+	if st.Latency != nil && !posted.IsZero() && len(rest) < len(frames) {
+		st.Latency.Observe(time.Since(posted).Seconds())
+	}
 	s.mu.Lock()
 	if len(rest) > 0 {
+		if len(s.queue) == 0 || posted.Before(s.oldest) {
+			s.oldest = posted
+		}
 		s.queue = append(rest, s.queue...)
+		maxQueue(st, len(s.queue))
 	}
 	if len(s.queue) > 0 && !s.closed {
 		s.mu.Unlock()
@@ -318,7 +347,7 @@ func remainder(frames [][]byte, n int) [][]byte {
 func (s *Subscriber) flush() {
 	for {
 		s.mu.Lock()
-		batch := s.queue
+		batch, oldest := s.queue, s.oldest
 		s.queue = nil
 		if len(batch) == 0 || s.closed {
 			s.writing = false
@@ -347,7 +376,43 @@ func (s *Subscriber) flush() {
 			return
 		}
 		s.hub.stats.Deliveries.Add(int64(n))
+		if lat := s.hub.stats.Latency; lat != nil && !oldest.IsZero() {
+			lat.Observe(time.Since(oldest).Seconds()) // the batch's oldest frame: the worst case
+		}
 	}
+}
+
+func maxQueue(st *Stats, n int) {
+	for {
+		cur := st.MaxQueue.Load()
+		if int64(n) <= cur || st.MaxQueue.CompareAndSwap(cur, int64(n)) {
+			return
+		}
+	}
+}
+
+// Queue is one subscriber's backlog, for `matchstream top`.
+type Queue struct {
+	Version int `json:"protocol"`
+	Queued  int `json:"queued"`
+}
+
+// Longest returns the k subscribers with the longest queues.
+func (h *Hub) Longest(k int) []Queue {
+	h.mu.Lock()
+	subs := slices.Clone(h.subs)
+	h.mu.Unlock()
+	var out []Queue
+	for _, s := range subs {
+		s.mu.Lock()
+		n := len(s.queue)
+		s.mu.Unlock()
+		if n > 0 {
+			out = append(out, Queue{Version: s.Version, Queued: n})
+		}
+	}
+	slices.SortFunc(out, func(a, b Queue) int { return b.Queued - a.Queued })
+	return out[:min(k, len(out))]
 }
 
 func (s *Subscriber) fail(err error) {

@@ -80,7 +80,7 @@ func TestBroadcastOrderAndVersions(t *testing.T) {
 	h.Subscribe(c3, 3, [][]byte{[]byte("S3|")}, false)
 	var want1, want3 string
 	for i := range 100 {
-		h.Broadcast(1, frames(fmt.Sprintf("a%d|", i), fmt.Sprintf("b%d|", i)), i == 99)
+		h.Broadcast(time.Now(), 1, frames(fmt.Sprintf("a%d|", i), fmt.Sprintf("b%d|", i)), i == 99)
 		want1 += fmt.Sprintf("a%d|", i)
 		want3 += fmt.Sprintf("b%d|", i)
 	}
@@ -123,7 +123,7 @@ func TestSlowConsumerIsCutOthersUnaffected(t *testing.T) {
 	// Events arrive at the pace of posts: each is written to the fast clients before the next.
 	var sofar string
 	for i := range 20 {
-		h.Broadcast(1, frames("x", fmt.Sprintf("%02d", i)), false)
+		h.Broadcast(time.Now(), 1, frames("x", fmt.Sprintf("%02d", i)), false)
 		sofar += fmt.Sprintf("%02d", i)
 		for _, c := range fast {
 			waitFor(t, "fast client keeps up", func() bool { return c.String() == sofar })
@@ -237,7 +237,7 @@ func BenchmarkBroadcast(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				h.Broadcast(1, f, false)
+				h.Broadcast(time.Now(), 1, f, false)
 				want := int64(n) * int64(i+1)
 				for stats.Deliveries.Load() < want {
 					// spin: the benchmark measures until the last subscriber has its frame
@@ -266,7 +266,7 @@ func TestLargeBatchDoesNotCut(t *testing.T) {
 	h := hub.New(hub.Config{QueueLimit: 4}, quiet(), &stats)
 	c := newConn()
 	h.Subscribe(c, 3, nil, false)
-	h.Broadcast(100, func(_, i int) []byte { return []byte{byte('0' + i%10)} }, true)
+	h.Broadcast(time.Now(), 100, func(_, i int) []byte { return []byte{byte('0' + i%10)} }, true)
 	waitFor(t, "batch written and closed", func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.closed })
 	if len(c.String()) != 100 || stats.SlowDropped.Load() != 0 {
 		t.Fatalf("got %d bytes, %d cut", len(c.String()), stats.SlowDropped.Load())
@@ -302,7 +302,7 @@ func TestDirectWritesAcrossWorkers(t *testing.T) {
 	frame1, frame3 := []byte("event-one|"), []byte("event-three|")
 	var want1, want3 string
 	for i := range 5 {
-		h.Broadcast(2, func(v, j int) []byte {
+		h.Broadcast(time.Now(), 2, func(v, j int) []byte {
 			if v == 3 {
 				return frame3
 			}

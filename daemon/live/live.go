@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"matchstream/daemon/hub"
@@ -26,6 +27,10 @@ type Registry struct {
 	hubc  hub.Config
 	log   *slog.Logger
 	Stats hub.Stats
+	// EventsAccepted counts events made durable; StoreLatency (may be nil) observes each append's
+	// seconds.
+	EventsAccepted atomic.Int64
+	StoreLatency   hub.Observer
 
 	mu      sync.RWMutex
 	matches map[string]*Match
@@ -102,6 +107,7 @@ var ErrStore = errors.New("store unavailable")
 // are accepted or none: a batch with a bad event is refused whole, with the index of the first bad
 // one. A match that does not exist is created by a start event.
 func (r *Registry) Post(ctx context.Context, id string, events []match.Event) ([]match.Record, error) {
+	posted := time.Now()
 	if len(events) == 0 {
 		return nil, &EventError{Index: 0, Err: errors.New("no events")}
 	}
@@ -121,16 +127,22 @@ func (r *Registry) Post(ctx context.Context, id string, events []match.Event) ([
 		}
 		recs[i] = match.Record{Seq: next.Seq, Event: ev}
 	}
-	if err := r.store.Append(ctx, id, recs); err != nil {
+	t0 := time.Now()
+	err := r.store.Append(ctx, id, recs)
+	if r.StoreLatency != nil {
+		r.StoreLatency.Observe(time.Since(t0).Seconds())
+	}
+	if err != nil {
 		r.dropIfEmpty(m, created)
 		return nil, fmt.Errorf("%w: %w", ErrStore, err)
 	}
+	r.EventsAccepted.Add(int64(len(recs)))
 	m.state = next
 	for _, rec := range recs {
 		m.add(rec)
 	}
 	batch := m.frames[len(m.frames)-len(recs):]
-	m.hub.Broadcast(len(batch), func(version, i int) []byte { return batch[i].For(version) }, next.Ended())
+	m.hub.Broadcast(posted, len(batch), func(version, i int) []byte { return batch[i].For(version) }, next.Ended())
 	return recs, nil
 }
 
@@ -300,6 +312,24 @@ func (r *Registry) Events(id string, from uint64) ([]match.Record, bool) {
 		return []match.Record{}, true
 	}
 	return slices.Clone(m.history[from:]), true
+}
+
+// Longest returns the k subscribers with the longest queues over all matches.
+func (r *Registry) Longest(k int) []QueueInfo {
+	var out []QueueInfo
+	for _, m := range r.snapshot() {
+		for _, q := range m.hub.Longest(k) {
+			out = append(out, QueueInfo{Match: m.id, Queue: q})
+		}
+	}
+	slices.SortFunc(out, func(a, b QueueInfo) int { return b.Queued - a.Queued })
+	return out[:min(k, len(out))]
+}
+
+// QueueInfo is a subscriber's backlog and its match.
+type QueueInfo struct {
+	Match string `json:"match"`
+	hub.Queue
 }
 
 // Ping checks the store.

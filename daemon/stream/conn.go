@@ -124,6 +124,9 @@ func (c *conn) handshake(eof bool) bool {
 // refuse writes a protocol error, as much of it as the socket takes now, and closes.
 func (c *conn) refuse(pe *protocol.Error) {
 	c.srv.log.Debug("handshake refused", "code", pe.Code, "detail", pe.Detail)
+	if n := c.srv.Refused[pe.Code]; n != nil {
+		n.Add(1)
+	}
 	c.mu.RLock()
 	if !c.closed {
 		unix.Write(c.fd, pe.Frame())

@@ -23,6 +23,7 @@ import (
 
 	"matchstream/daemon/listen"
 	"matchstream/daemon/live"
+	"matchstream/daemon/protocol"
 )
 
 // Config is the stream section of the daemon configuration.
@@ -53,12 +54,20 @@ type Server struct {
 	closed    atomic.Bool
 	wg        sync.WaitGroup
 	stop      chan struct{}
+
+	// Refused counts handshakes answered with ERROR:, by protocol error code (fixed keys).
+	Refused map[string]*atomic.Int64
 }
 
 // New returns a stream server feeding clients from reg; it starts its pollers and the handshake
 // sweeper, which Shutdown stops.
 func New(cfg Config, reg *live.Registry, log *slog.Logger) (*Server, error) {
-	s := &Server{cfg: cfg, reg: reg, log: log, stop: make(chan struct{}), accepting: []*waiter{}}
+	s := &Server{cfg: cfg, reg: reg, log: log, stop: make(chan struct{}), accepting: []*waiter{},
+		Refused: map[string]*atomic.Int64{}}
+	for _, code := range []string{protocol.CodeNotFound, protocol.CodeBadRequest, protocol.CodeUnsupportedVersion,
+		protocol.CodeLineTooLong, protocol.CodeTimeout} {
+		s.Refused[code] = new(atomic.Int64)
+	}
 	for range runtime.GOMAXPROCS(0) {
 		p, err := newPoller(s)
 		if err != nil {

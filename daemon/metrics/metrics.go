@@ -1,0 +1,81 @@
+// Package metrics exposes the daemon's state in the Prometheus text format: connections per port
+// and per protocol version, subscribers per match, events, deliveries, delivery latency and queue
+// depth, slow-consumer cuts, refused handshakes, store latency, and the Go runtime and process.
+// Everything is read from counters the parts already keep; one registry per daemon, no globals.
+package metrics
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"matchstream/daemon/listen"
+	"matchstream/daemon/live"
+	"matchstream/daemon/stream"
+)
+
+// New builds the registry and installs the histograms the registry and hubs observe into.
+func New(reg *live.Registry, lns *listen.Set, streams *stream.Server) *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	latency := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "matchstream_delivery_latency_seconds",
+		Help:    "From an event's post reaching the daemon (store commit included) to its write to a client socket.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)})
+	queue := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "matchstream_client_queue_frames",
+		Help:    "A client's backlog, in frames, each time a batch of events reaches it.",
+		Buckets: []float64{0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512}})
+	store := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "matchstream_store_append_seconds",
+		Help: "Time to make a posted batch durable in the store.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)})
+	reg.Stats.Latency, reg.Stats.QueueDepth, reg.StoreLatency = latency, queue, store
+	r.MustRegister(latency, queue, store, &collector{reg: reg, lns: lns, streams: streams})
+	return r
+}
+
+type collector struct {
+	reg     *live.Registry
+	lns     *listen.Set
+	streams *stream.Server
+}
+
+var (
+	connsDesc = prometheus.NewDesc("matchstream_connections", "Open client connections per stream port.", []string{"port"}, nil)
+	protoDesc = prometheus.NewDesc("matchstream_subscribers_by_protocol", "Subscribed clients per protocol version.", []string{"protocol"}, nil)
+	subsDesc  = prometheus.NewDesc("matchstream_match_subscribers", "Subscribed clients per match.", []string{"match", "state"}, nil)
+	seqDesc   = prometheus.NewDesc("matchstream_match_events", "Events of each match (its last seq).", []string{"match"}, nil)
+	accDesc   = prometheus.NewDesc("matchstream_events_accepted_total", "Events made durable and broadcast.", nil, nil)
+	delDesc   = prometheus.NewDesc("matchstream_deliveries_total", "Frames written to client sockets.", nil, nil)
+	slowDesc  = prometheus.NewDesc("matchstream_slow_consumer_disconnects_total", "Clients cut for a full queue or a write timeout.", nil, nil)
+	goneDesc  = prometheus.NewDesc("matchstream_write_errors_total", "Clients gone while being written to.", nil, nil)
+	maxQDesc  = prometheus.NewDesc("matchstream_client_queue_max_frames", "The longest backlog any client has had.", nil, nil)
+	hsDesc    = prometheus.NewDesc("matchstream_handshake_errors_total", "Connect lines answered with ERROR:, by code.", []string{"code"}, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{connsDesc, protoDesc, subsDesc, seqDesc, accDesc, delDesc, slowDesc, goneDesc, maxQDesc, hsDesc} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c.lns.Stream {
+		ch <- prometheus.MustNewConstMetric(connsDesc, prometheus.GaugeValue, float64(p.Conns.Load()), strconv.Itoa(p.Number()))
+	}
+	st := &c.reg.Stats
+	for v := 1; v <= 3; v++ {
+		ch <- prometheus.MustNewConstMetric(protoDesc, prometheus.GaugeValue, float64(st.ByVersion[v].Load()), strconv.Itoa(v))
+	}
+	for _, m := range c.reg.List() {
+		ch <- prometheus.MustNewConstMetric(subsDesc, prometheus.GaugeValue, float64(m.Subscribers), m.ID, m.State)
+		ch <- prometheus.MustNewConstMetric(seqDesc, prometheus.GaugeValue, float64(m.Seq), m.ID)
+	}
+	ch <- prometheus.MustNewConstMetric(accDesc, prometheus.CounterValue, float64(c.reg.EventsAccepted.Load()))
+	ch <- prometheus.MustNewConstMetric(delDesc, prometheus.CounterValue, float64(st.Deliveries.Load()))
+	ch <- prometheus.MustNewConstMetric(slowDesc, prometheus.CounterValue, float64(st.SlowDropped.Load()))
+	ch <- prometheus.MustNewConstMetric(goneDesc, prometheus.CounterValue, float64(st.WriteErrored.Load()))
+	ch <- prometheus.MustNewConstMetric(maxQDesc, prometheus.GaugeValue, float64(st.MaxQueue.Load()))
+	for code, n := range c.streams.Refused {
+		ch <- prometheus.MustNewConstMetric(hsDesc, prometheus.CounterValue, float64(n.Load()), code)
+	}
+}
