@@ -30,6 +30,7 @@ func newApp() *cli.App {
 			doctorCommand(),
 			installCommand(),
 			benchCommand(),
+			topCommand(),
 			benchBaselineCommand(),
 			versionCommand(),
 		},
