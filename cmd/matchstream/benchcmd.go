@@ -39,6 +39,8 @@ func benchCommand() *cli.Command {
 			&cli.DurationFlag{Name: "interval", Value: 200 * time.Millisecond, Usage: "pause between events"},
 			&cli.StringFlag{Name: "baseline", Usage: "comma-separated: floor (raw write loop), naive (goroutine per connection)"},
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "for every client to get an event"},
+			&cli.IntFlag{Name: "matches", Value: 1, Usage: "mixed load: spread clients over this many matches (no baselines then)"},
+			&cli.Float64Flag{Name: "rate", Value: 20, Usage: "mixed load: events per second over all matches, posted without waiting"},
 			&cli.BoolFlag{Name: "find-limit", Usage: "double N from 16 until a client fails or --max-latency is crossed"},
 			&cli.DurationFlag{Name: "max-latency", Value: time.Second, Usage: "with --find-limit: p99 delivery latency bound"},
 			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
@@ -63,7 +65,13 @@ func benchBaselineCommand() *cli.Command {
 func runBench(c *cli.Context) error {
 	cfg := bench.Config{API: c.String("api"), DaemonPID: c.Int("daemon-pid"), Spawn: c.Bool("spawn"),
 		Users: c.Int("n"), Concurrency: c.Int("c"), Events: c.Int("events"), Interval: c.Duration("interval"),
-		Timeout: c.Duration("timeout")}
+		Timeout: c.Duration("timeout"), Matches: c.Int("matches"), Rate: c.Float64("rate")}
+	if cfg.Matches > 1 {
+		if c.String("baseline") != "" {
+			return usageErr(errors.New("--baseline needs a single match (--matches 1)"), "")
+		}
+		cfg.Events = max(cfg.Events, cfg.Matches) / cfg.Matches * cfg.Matches // an equal share per match
+	}
 	if !c.Bool("spawn") {
 		tok, err := readToken(c)
 		if err != nil {

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"matchstream/daemon/listen"
@@ -41,6 +42,10 @@ type Config struct {
 	Baselines   []string      // "floor", "naive"
 	Timeout     time.Duration // per event, for every client to get it
 	Progress    io.Writer     // progress lines (a terminal), or nil
+	// Matches > 1 is the mixed load: clients spread over that many matches, events posted to them
+	// in turn at Rate per second without waiting for delivery; no baselines then.
+	Matches int
+	Rate    float64
 }
 
 // Figures are the measurements of one server under one load.
@@ -133,22 +138,30 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 }
 
 func runMatchstream(ctx context.Context, cfg *Config) (*Figures, error) {
-	id := fmt.Sprintf("bench-%d", time.Now().UnixNano())
-	start := match.Event{At: time.Now().UTC(), Kind: match.KindStart, Home: "home", Visit: "away",
-		StartDate:   time.Now().UTC().Format(time.DateOnly),
-		HomePlayers: []match.Player{{Number: 1, Name: "Home"}}, VisitPlayers: []match.Player{{Number: 1, Name: "Away"}}}
-	if err := post(cfg, id, start); err != nil {
-		return nil, err
+	m := max(1, cfg.Matches)
+	ids := make([]string, m)
+	for j := range ids {
+		ids[j] = fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), j)
+		start := match.Event{At: time.Now().UTC(), Kind: match.KindStart, Home: "home", Visit: "away",
+			StartDate:   time.Now().UTC().Format(time.DateOnly),
+			HomePlayers: []match.Player{{Number: 1, Name: "Home"}}, VisitPlayers: []match.Player{{Number: 1, Name: "Away"}}}
+		if err := post(cfg, ids[j], start); err != nil {
+			return nil, err
+		}
 	}
-	line := func(i int) string { return fmt.Sprintf("VERSION:3:CONNECT:b%d:MATCH:%s\r\n", i, id) }
+	line := func(i int) string { return fmt.Sprintf("VERSION:3:CONNECT:b%d:MATCH:%s\r\n", i, ids[i%m]) }
+	var next atomic.Int64
 	return measure(ctx, cfg, "matchstream", cfg.Stream, cfg.DaemonPID, line,
-		func(expect int) error {
-			return waitSubscribers(cfg, id, expect)
-		},
+		func(expect int) error { return waitSubscribers(cfg, ids, expect) },
 		func() error {
+			id := ids[int(next.Add(1)-1)%m]
 			return post(cfg, id, match.Event{Kind: match.KindComment, Comment: stampPrefix + strconv.FormatInt(time.Now().UnixNano(), 10)})
 		},
-		func() { post(cfg, id, match.Event{Kind: match.KindStop}) })
+		func() {
+			for _, id := range ids {
+				post(cfg, id, match.Event{Kind: match.KindStop})
+			}
+		})
 }
 
 func runBaseline(ctx context.Context, cfg *Config, kind string) (*Figures, error) {
@@ -206,6 +219,9 @@ func measure(ctx context.Context, cfg *Config, server string, addrs []string, pi
 	var lasts []time.Duration
 	fig.AllDelivered = true
 	t0 := time.Now()
+	if cfg.Matches > 1 {
+		return mixed(cfg, fig, fl, event, end)
+	}
 	for e := range cfg.Events {
 		sent := time.Now()
 		if err := event(); err != nil {
@@ -251,7 +267,40 @@ func post(cfg *Config, id string, e match.Event) error {
 	return nil
 }
 
-func waitSubscribers(cfg *Config, id string, expect int) error {
+// mixed posts cfg.Events events round-robin over the matches at cfg.Rate per second, not waiting
+// for deliveries, then waits for every client to have its share.
+func mixed(cfg *Config, fig *Figures, fl *fleet, event func() error, end func()) (*Figures, error) {
+	t0 := time.Now()
+	tick := time.NewTicker(time.Duration(float64(time.Second) / max(cfg.Rate, 0.1)))
+	defer tick.Stop()
+	errc := make(chan error, cfg.Events)
+	for e := range cfg.Events {
+		if e > 0 {
+			<-tick.C
+		}
+		go func() { errc <- event() }() // posts overlap when the daemon is slower than the rate
+		cfg.progress("matchstream: posted %d/%d events over %d matches", e+1, cfg.Events, cfg.Matches)
+	}
+	for range cfg.Events {
+		if err := <-errc; err != nil {
+			return nil, err
+		}
+	}
+	per := int64(cfg.Events / cfg.Matches)
+	fig.AllDelivered = fl.waitReceived(per, cfg.Timeout)
+	elapsed := time.Since(t0)
+	end()
+	all := fl.latencies()
+	fig.Server = fmt.Sprintf("matchstream (%d matches, %.0f events/s)", cfg.Matches, cfg.Rate)
+	fig.LatencyP50, fig.LatencyP99, fig.LatencyMax = ms(pct(all, 0.5)), ms(pct(all, 0.99)), ms(pct(all, 1))
+	fig.DeliveriesSec = float64(len(all)) / elapsed.Seconds()
+	if int64(len(all)) != int64(fig.Connected)*per {
+		fig.AllDelivered = false
+	}
+	return fig, nil
+}
+
+func waitSubscribers(cfg *Config, ids []string, expect int) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var list []struct {
@@ -262,10 +311,14 @@ func waitSubscribers(cfg *Config, id string, expect int) error {
 			json.NewDecoder(r.Body).Decode(&list)
 			r.Body.Close()
 		}
+		got := 0
 		for _, m := range list {
-			if m.ID == id && m.Subscribers >= expect {
-				return nil
+			if slices.Contains(ids, m.ID) {
+				got += m.Subscribers
 			}
+		}
+		if got >= expect {
+			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("the daemon did not report %d subscribers within 30s", expect)
