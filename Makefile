@@ -51,8 +51,11 @@ fuzz-smoke:
 fuzz:
 	$(MAKE) fuzz-smoke FUZZTIME=2m
 
-bench:
+# Go benchmarks, then a short bench run against a spawned daemon beside both baselines. The full
+# runs and their numbers are in docs/performance.md.
+bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./daemon/...
+	$(BIN) bench --spawn -n 2000 -c 500 --events 5 --baseline floor,naive
 
 lint: vet
 

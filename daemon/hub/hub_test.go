@@ -325,3 +325,33 @@ func TestDirectWritesAcrossWorkers(t *testing.T) {
 		t.Fatal("a shared frame was modified")
 	}
 }
+
+// tryDiscard takes every write at once, as a socket with room does: the broadcaster's direct path.
+type tryDiscard struct{ discard }
+
+func (tryDiscard) TryWritev(bufs [][]byte) (int, error) {
+	n := 0
+	for _, b := range bufs {
+		n += len(b)
+	}
+	return n, nil
+}
+
+// BenchmarkBroadcastDirect: the epoll layer's path — written by the broadcaster, split over cores.
+func BenchmarkBroadcastDirect(b *testing.B) {
+	for _, n := range []int{1, 100, 10_000} {
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+			h := hub.New(hub.Config{QueueLimit: 64}, quiet(), nil)
+			for i := 0; i < n; i++ {
+				h.Subscribe(tryDiscard{}, 1+2*(i%2), nil, false)
+			}
+			f := frames("2011-09-10 21:00:53: goal:\n\tplayer: Luna (7) \n\tteam: <<\"tig\">>\n\r\n", `{"match":"elp-tig-2011-09-10","seq":2,"kind":"goal"}`+"\n")
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				h.Broadcast(time.Now(), 1, f, false)
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
+		})
+	}
+}

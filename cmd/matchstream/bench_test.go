@@ -1,0 +1,63 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A short bench against a spawned daemon and both baselines: every client gets every event, and
+// the JSON and HTML reports carry every server's figures.
+func TestBenchSpawn(t *testing.T) {
+	report := filepath.Join(t.TempDir(), "report.html")
+	out := run(t, 0, "bench", "--spawn", "-n", "200", "-c", "100", "--events", "3", "--interval", "10ms",
+		"--baseline", "floor,naive", "--json", "--report", report)
+	var res struct {
+		Runs []struct {
+			Server       string  `json:"server"`
+			Connected    int     `json:"connected"`
+			Refused      int     `json:"refused"`
+			AllDelivered bool    `json:"all_delivered"`
+			LatencyP99   float64 `json:"latency_p99_ms"`
+			RSSPerConn   float64 `json:"rss_per_connection_kb"`
+		} `json:"runs"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("bench --json: %v\n%s", err, out)
+	}
+	if len(res.Runs) != 3 {
+		t.Fatalf("want matchstream, floor and naive runs:\n%s", out)
+	}
+	for _, r := range res.Runs {
+		if r.Connected != 200 || r.Refused != 0 || !r.AllDelivered || r.LatencyP99 <= 0 || r.RSSPerConn == 0 {
+			t.Errorf("%s: %+v", r.Server, r)
+		}
+	}
+	html, err := os.ReadFile(report)
+	if err != nil || !strings.Contains(string(html), "<svg") || !strings.Contains(string(html), "naive") {
+		t.Errorf("HTML report: %v", err)
+	}
+}
+
+// top --once against a live daemon shows the match, its subscribers and the ports.
+func TestTopOnce(t *testing.T) {
+	d := startDaemon(t, filepath.Join(t.TempDir(), "state"))
+	run(t, 0, "watcher", "--api", d.apiURL(), "--token", d.token(), "--speed", "0", "-q", writeFile(t, t.TempDir(), "s.jsonl", mustLines(t)[:3]))
+	c := dial(t, d.stream[0], "VERSION:1:CONNECT:me:MATCH:"+sampleID+"\r\n", true)
+	waitUntil(t, "subscriber", 10*time.Second, func() bool { return d.subscribers(sampleID) == 1 })
+	out := run(t, 0, "top", "--api", d.apiURL(), "--once", "--interval", "100ms")
+	for _, w := range []string{"connections 1 (v1 1, V:2 0, v3 0)", sampleID, "elp 0-1 tig", "LONGEST CLIENT QUEUES"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("top --once lacks %q:\n%s", w, out)
+		}
+	}
+	c.conn.Close()
+}
+
+func mustLines(t *testing.T) []string {
+	lines, _ := sampleLines(t)
+	return lines
+}
