@@ -266,6 +266,19 @@ func TestEndToEnd(t *testing.T) {
 	if n := d.subscribers(sampleID); n != 0 {
 		t.Errorf("%d subscribers after stop", n)
 	}
+	// The counters agree with what happened.
+	m := d.metrics()
+	for _, code := range []string{"bad_request", "not_found", "unsupported_version", "line_too_long", "timeout"} {
+		if v := m[`matchstream_handshake_errors_total{code="`+code+`"}`]; v != 1 {
+			t.Errorf("handshake errors %s = %v, want 1", code, v)
+		}
+	}
+	if m["matchstream_events_accepted_total"] != 31 || m["matchstream_deliveries_total"] < 201*20 ||
+		m[`matchstream_subscribers_by_protocol{protocol="3"}`] != 0 || m["matchstream_delivery_latency_seconds_count"] == 0 {
+		t.Errorf("metrics after the match: events %v, deliveries %v, v3 subscribers %v, latency count %v",
+			m["matchstream_events_accepted_total"], m["matchstream_deliveries_total"],
+			m[`matchstream_subscribers_by_protocol{protocol="3"}`], m["matchstream_delivery_latency_seconds_count"])
+	}
 	// After the end: status, then close.
 	late := dial(t, port(0), "VERSION:1:CONNECT:late:MATCH:"+sampleID+"\r\n", true).wait(t)
 	if f := splitFrames(late); len(f) != 1 || !bytes.Contains(f[0], []byte("period: ended")) {
@@ -351,6 +364,9 @@ func TestStalledClientIsCut(t *testing.T) {
 	}
 	if !strings.Contains(d.log.String(), "reason=slow_consumer") {
 		t.Errorf("no slow_consumer cut in the daemon log")
+	}
+	if m := d.metrics(); m["matchstream_slow_consumer_disconnects_total"] != 1 || m["matchstream_client_queue_max_frames"] < 512 {
+		t.Errorf("metrics: slow-consumer cuts %v, longest queue %v", m["matchstream_slow_consumer_disconnects_total"], m["matchstream_client_queue_max_frames"])
 	}
 	// Now the stalled client reads what reached it: the stream stops short of the stop event.
 	sc.SetReadDeadline(time.Now().Add(30 * time.Second))

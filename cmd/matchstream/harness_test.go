@@ -197,6 +197,29 @@ func (d *daemonProc) subscribers(id string) int {
 	return -1
 }
 
+// metrics reads GET /metrics into name{labels} → value.
+func (d *daemonProc) metrics() map[string]float64 {
+	d.t.Helper()
+	resp, err := http.Get(d.url("/metrics"))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		v, err := strconv.ParseFloat(l[i+1:], 64)
+		if err == nil {
+			out[l[:i]] = v
+		}
+	}
+	return out
+}
+
 // run runs the binary with args and returns its combined output; the test fails unless it exits
 // with wantCode.
 func run(t *testing.T, wantCode int, args ...string) string {
