@@ -32,6 +32,7 @@ func newApp() *cli.App {
 			benchCommand(),
 			topCommand(),
 			benchBaselineCommand(),
+			benchClientsCommand(),
 			versionCommand(),
 		},
 		HideVersion:          false,

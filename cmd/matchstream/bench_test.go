@@ -42,6 +42,20 @@ func TestBenchSpawn(t *testing.T) {
 	}
 }
 
+// Past --per-process clients, bench spreads them over worker processes and still sees every event.
+func TestBenchWorkers(t *testing.T) {
+	out := run(t, 0, "bench", "--spawn", "-n", "250", "-c", "50", "--events", "2", "--interval", "10ms", "--per-process", "100", "--json")
+	var res struct {
+		Runs []struct {
+			Connected    int  `json:"connected"`
+			AllDelivered bool `json:"all_delivered"`
+		} `json:"runs"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Runs) != 1 || res.Runs[0].Connected != 250 || !res.Runs[0].AllDelivered {
+		t.Fatalf("bench with workers: %v\n%s", err, out)
+	}
+}
+
 // top --once against a live daemon shows the match, its subscribers and the ports.
 func TestTopOnce(t *testing.T) {
 	d := startDaemon(t, filepath.Join(t.TempDir(), "state"))

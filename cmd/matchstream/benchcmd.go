@@ -25,7 +25,8 @@ func benchCommand() *cli.Command {
 			"per connection, and whether every client got every event. --baseline floor,naive measures\n" +
 			"the same load against a raw write(2) loop and a goroutine-per-connection server in the same\n" +
 			"run. --find-limit doubles N (and C) until a client fails or --max-latency is crossed.\n" +
-			"One process holds the clients: N is capped by its open-files limit (20,000 here).",
+			"Above --per-process clients (default: the open-files limit, 20,000 here, less 256) the\n" +
+			"clients are spread over several worker processes.",
 		Flags: []cli.Flag{
 			apiFlag(),
 			&cli.StringFlag{Name: "token", EnvVars: env("watcher-token"), Usage: "watcher bearer token"},
@@ -43,6 +44,7 @@ func benchCommand() *cli.Command {
 			&cli.Float64Flag{Name: "rate", Value: 20, Usage: "mixed load: events per second over all matches, posted without waiting"},
 			&cli.BoolFlag{Name: "find-limit", Usage: "double N from 16 until a client fails or --max-latency is crossed"},
 			&cli.DurationFlag{Name: "max-latency", Value: time.Second, Usage: "with --find-limit: p99 delivery latency bound"},
+			&cli.IntFlag{Name: "per-process", Usage: "clients per client process (default: the open-files limit less 256)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
 			&cli.StringFlag{Name: "report", Usage: "also write a self-contained HTML report to this file"},
 		},
@@ -58,6 +60,20 @@ func benchBaselineCommand() *cli.Command {
 		Flags:  []cli.Flag{&cli.StringFlag{Name: "kind", Value: "floor"}, &cli.StringFlag{Name: "listen", Value: "127.0.0.1:0"}},
 		Action: func(c *cli.Context) error {
 			return bench.ServeBaseline(c.String("kind"), c.String("listen"), os.Stdin, os.Stdout)
+		},
+	}
+}
+
+func benchClientsCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "bench-clients",
+		Hidden: true,
+		Usage:  "a bench worker: holds a share of the clients, driven on stdin",
+		Flags: []cli.Flag{&cli.StringFlag{Name: "addrs"}, &cli.StringFlag{Name: "matches"}, &cli.IntFlag{Name: "offset"},
+			&cli.IntFlag{Name: "n"}, &cli.IntFlag{Name: "c", Value: 100}},
+		Action: func(c *cli.Context) error {
+			return bench.ServeClients(c.Context, strings.Split(c.String("addrs"), ","), strings.Split(c.String("matches"), ","),
+				c.Int("offset"), c.Int("n"), c.Int("c"), os.Stdin, os.Stdout)
 		},
 	}
 }
@@ -95,9 +111,15 @@ func runBench(c *cli.Context) error {
 	}
 	var lim syscall.Rlimit
 	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
-	if cap := int(lim.Cur) - 256; cfg.Users > cap || cfg.Users < 1 || cfg.Concurrency < 1 || cfg.Events < 1 {
-		return usageErr(fmt.Errorf("-n %d: between 1 and %d here (this process's open-files limit is %d), with -c and --events at least 1", cfg.Users, cap, lim.Cur),
-			"raise the limit (ulimit -n) or run several bench processes")
+	cfg.PerProcess = c.Int("per-process")
+	if cfg.PerProcess <= 0 {
+		cfg.PerProcess = int(lim.Cur) - 256 // the open-files cap, less room for the rest
+	}
+	if cfg.Users < 1 || cfg.Concurrency < 1 || cfg.Events < 1 || cfg.PerProcess < 1 {
+		return usageErr(errors.New("-n, -c, --events and --per-process must be at least 1"), "")
+	}
+	if len(cfg.Baselines) > 0 && cfg.Users > cfg.PerProcess {
+		return usageErr(fmt.Errorf("--baseline with -n %d: a baseline server is one process, which holds at most %d connections here", cfg.Users, cfg.PerProcess), "")
 	}
 	if st, err := os.Stderr.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 && !c.Bool("json") {
 		cfg.Progress = os.Stderr

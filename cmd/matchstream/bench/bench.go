@@ -46,6 +46,8 @@ type Config struct {
 	// in turn at Rate per second without waiting for delivery; no baselines then.
 	Matches int
 	Rate    float64
+	// PerProcess caps the clients one process holds; above it they are spread over worker processes.
+	PerProcess int
 }
 
 // Figures are the measurements of one server under one load.
@@ -149,9 +151,8 @@ func runMatchstream(ctx context.Context, cfg *Config) (*Figures, error) {
 			return nil, err
 		}
 	}
-	line := func(i int) string { return fmt.Sprintf("VERSION:3:CONNECT:b%d:MATCH:%s\r\n", i, ids[i%m]) }
 	var next atomic.Int64
-	return measure(ctx, cfg, "matchstream", cfg.Stream, cfg.DaemonPID, line,
+	return measure(ctx, cfg, "matchstream", cfg.Stream, cfg.DaemonPID, ids,
 		func(expect int) error { return waitSubscribers(cfg, ids, expect) },
 		func() error {
 			id := ids[int(next.Add(1)-1)%m]
@@ -182,32 +183,41 @@ func runBaseline(ctx context.Context, cfg *Config, kind string) (*Figures, error
 		return nil, fmt.Errorf("baseline %s did not start", kind)
 	}
 	b.addr = strings.TrimPrefix(b.out.Text(), "LISTEN ")
-	return measure(ctx, cfg, kind, []string{b.addr}, b.pid,
-		func(i int) string { return "VERSION:3:CONNECT:b" + strconv.Itoa(i) + ":MATCH:x\r\n" },
-		b.waitAccepted, b.event, func() {})
+	return measure(ctx, cfg, kind, []string{b.addr}, b.pid, []string{"x"}, b.waitAccepted, b.event, func() {})
 }
 
 // measure connects the fleet, posts the events, and gathers the figures.
-func measure(ctx context.Context, cfg *Config, server string, addrs []string, pid int, line func(int) string,
+func measure(ctx context.Context, cfg *Config, server string, addrs []string, pid int, ids []string,
 	settled func(expect int) error, event func() error, end func()) (*Figures, error) {
 	fig := &Figures{Server: server, Users: cfg.Users, Events: cfg.Events}
 	time.Sleep(200 * time.Millisecond) // let the server's heap settle before the baseline reading
 	before := rssKB(pid)
-	fl := dialAll(ctx, cfg.Users, cfg.Concurrency, addrs, line, func(done int) {
-		if done%500 == 0 || done == cfg.Users {
-			cfg.progress("%s: connected %d/%d", server, done, cfg.Users)
+	var fl clients
+	if per := cfg.PerProcess; per > 0 && cfg.Users > per {
+		cfg.progress("%s: connecting %d clients from %d processes", server, cfg.Users, (cfg.Users+per-1)/per)
+		w, err := spawnWorkers(ctx, cfg.Users, cfg.Concurrency, per, addrs, ids)
+		if err != nil {
+			return nil, err
 		}
-	})
-	defer fl.close()
-	fig.Connected = fl.connected()
-	fig.Refused, fig.TimedOut, fig.OtherErrors = fl.refused.Load(), fl.timedOut.Load(), fl.otherErr.Load()
-	var cs []time.Duration
-	for _, d := range fl.connect {
-		if d > 0 {
-			cs = append(cs, d)
-		}
+		fl = w
+	} else {
+		line := func(i int) string { return fmt.Sprintf("VERSION:3:CONNECT:b%d:MATCH:%s\r\n", i, ids[i%len(ids)]) }
+		fl = dialAll(ctx, cfg.Users, cfg.Concurrency, addrs, line, func(done int) {
+			if done%500 == 0 || done == cfg.Users {
+				cfg.progress("%s: connected %d/%d", server, done, cfg.Users)
+			}
+		})
 	}
-	fig.ConnectP50, fig.ConnectP99, fig.ConnectMax = ms(pct(cs, 0.5)), ms(pct(cs, 0.99)), ms(pct(cs, 1))
+	finished := false
+	var all []time.Duration
+	finish := func() []time.Duration {
+		if !finished {
+			finished, all = true, fl.finish()
+		}
+		return all
+	}
+	defer finish()
+	fig.Connected, fig.Refused, fig.TimedOut, fig.OtherErrors = fl.counts()
 	if err := settled(fig.Connected); err != nil {
 		return nil, err
 	}
@@ -220,7 +230,7 @@ func measure(ctx context.Context, cfg *Config, server string, addrs []string, pi
 	fig.AllDelivered = true
 	t0 := time.Now()
 	if cfg.Matches > 1 {
-		return mixed(cfg, fig, fl, event, end)
+		return mixed(cfg, fig, fl, event, func() { end(); finish() })
 	}
 	for e := range cfg.Events {
 		sent := time.Now()
@@ -239,7 +249,9 @@ func measure(ctx context.Context, cfg *Config, server string, addrs []string, pi
 	}
 	elapsed := time.Since(t0) - time.Duration(max(0, cfg.Events-1))*cfg.Interval
 	end()
-	all := fl.latencies()
+	finish()
+	cs := fl.connectTimes()
+	fig.ConnectP50, fig.ConnectP99, fig.ConnectMax = ms(pct(cs, 0.5)), ms(pct(cs, 0.99)), ms(pct(cs, 1))
 	fig.LastClientMs = ms(pct(lasts, 0.5))
 	fig.LatencyP50, fig.LatencyP99, fig.LatencyMax = ms(pct(all, 0.5)), ms(pct(all, 0.99)), ms(pct(all, 1))
 	if elapsed > 0 {
@@ -269,7 +281,7 @@ func post(cfg *Config, id string, e match.Event) error {
 
 // mixed posts cfg.Events events round-robin over the matches at cfg.Rate per second, not waiting
 // for deliveries, then waits for every client to have its share.
-func mixed(cfg *Config, fig *Figures, fl *fleet, event func() error, end func()) (*Figures, error) {
+func mixed(cfg *Config, fig *Figures, fl clients, event func() error, end func()) (*Figures, error) {
 	t0 := time.Now()
 	tick := time.NewTicker(time.Duration(float64(time.Second) / max(cfg.Rate, 0.1)))
 	defer tick.Stop()
@@ -290,7 +302,9 @@ func mixed(cfg *Config, fig *Figures, fl *fleet, event func() error, end func())
 	fig.AllDelivered = fl.waitReceived(per, cfg.Timeout)
 	elapsed := time.Since(t0)
 	end()
-	all := fl.latencies()
+	all := fl.finish()
+	cs := fl.connectTimes()
+	fig.ConnectP50, fig.ConnectP99, fig.ConnectMax = ms(pct(cs, 0.5)), ms(pct(cs, 0.99)), ms(pct(cs, 1))
 	fig.Server = fmt.Sprintf("matchstream (%d matches, %.0f events/s)", cfg.Matches, cfg.Rate)
 	fig.LatencyP50, fig.LatencyP99, fig.LatencyMax = ms(pct(all, 0.5)), ms(pct(all, 0.99)), ms(pct(all, 1))
 	fig.DeliveriesSec = float64(len(all)) / elapsed.Seconds()
