@@ -20,7 +20,8 @@ import (
 //     write(2) calls. Nothing can fan out faster on this kernel.
 //   - naive: the goroutine-per-connection server most Go code starts as: each connection has a
 //     goroutine blocked reading and a goroutine writing what a channel brings.
-// Control protocol on stdin: "EVENT\n" writes one stamped event to every connection and answers
+// Control protocol on stdin: "EVENT [match]\n" writes one stamped event to every connection (naive:
+// of that match, from the connect lines) and answers
 // "DONE <ns>\n" on stdout; "COUNT\n" answers "COUNT <accepted>\n"; EOF stops the server.
 
 // ServeBaseline runs a baseline server on addr; it prints "LISTEN <addr>" first.
@@ -31,9 +32,10 @@ func ServeBaseline(kind, addr string, in io.Reader, out io.Writer) error {
 	}
 	defer ln.Close()
 	var mu sync.Mutex
-	var fds []int           // floor: raw fds
-	var chans []chan []byte // naive: one channel per connection
-	var keep []net.Conn     // keeps accepted connections referenced
+	var fds []int                        // floor: raw fds
+	var chans []chan []byte              // naive: one channel per connection
+	groups := map[string][]chan []byte{} // naive: the channels of each match (from the connect line)
+	var keep []net.Conn                  // keeps accepted connections referenced
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -48,13 +50,19 @@ func ServeBaseline(kind, addr string, in io.Reader, out io.Writer) error {
 				raw.Control(func(fd uintptr) { fds = append(fds, int(fd)) })
 			default:
 				ch := make(chan []byte, 16)
-				chans = append(chans, ch)
 				go func() { // reader: blocked in Read, as a naive server is
 					r := bufio.NewReader(c)
-					for {
-						if _, err := r.ReadString('\n'); err != nil {
-							return
-						}
+					line, err := r.ReadString('\n')
+					id := ""
+					if _, after, ok := strings.Cut(line, ":MATCH:"); ok {
+						id, _, _ = strings.Cut(strings.TrimRight(after, "\r\n"), ":")
+					}
+					mu.Lock()
+					chans = append(chans, ch)
+					groups[id] = append(groups[id], ch)
+					mu.Unlock()
+					for err == nil {
+						_, err = r.ReadString('\n')
 					}
 				}()
 				go func() { // writer
@@ -74,11 +82,16 @@ func ServeBaseline(kind, addr string, in io.Reader, out io.Writer) error {
 		switch strings.TrimSpace(sc.Text()) {
 		case "COUNT":
 			mu.Lock()
-			fmt.Fprintf(out, "COUNT %d\n", len(keep))
+			n := len(keep)
+			if kind != "floor" {
+				n = len(chans) // subscribed: its connect line was read
+			}
+			fmt.Fprintf(out, "COUNT %d\n", n)
 			mu.Unlock()
 			continue
-		case "EVENT":
-		default:
+		}
+		cmd, group, _ := strings.Cut(strings.TrimSpace(sc.Text()), " ")
+		if cmd != "EVENT" {
 			continue
 		}
 		frame := []byte(`{"kind":"comment","comment":"` + stampPrefix + strconv.FormatInt(time.Now().UnixNano(), 10) + `"}` + "\n")
@@ -94,7 +107,11 @@ func ServeBaseline(kind, addr string, in io.Reader, out io.Writer) error {
 				}
 			}
 		} else {
-			for _, ch := range chans {
+			targets := chans
+			if group != "" {
+				targets = groups[group] // mixed load: one match's subscribers
+			}
+			for _, ch := range targets {
 				select {
 				case ch <- frame:
 				default: // a naive server without a policy would block here; count it as dropped
@@ -117,8 +134,8 @@ type baselineProc struct {
 	wait func() error
 }
 
-func (b *baselineProc) event() error {
-	if _, err := io.WriteString(b.in, "EVENT\n"); err != nil {
+func (b *baselineProc) event(group string) error {
+	if _, err := io.WriteString(b.in, strings.TrimSpace("EVENT "+group)+"\n"); err != nil {
 		return err
 	}
 	if !b.out.Scan() {

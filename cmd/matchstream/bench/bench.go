@@ -129,7 +129,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.Runs = append(res.Runs, *f)
 	for _, kind := range cfg.Baselines {
-		f, err := runBaseline(ctx, &cfg, kind)
+		run := runBaseline
+		if kind == "mosquitto" {
+			run = func(ctx context.Context, cfg *Config, _ string) (*Figures, error) { return runMosquitto(ctx, cfg) }
+		}
+		f, err := run(ctx, &cfg, kind)
 		if err != nil {
 			return nil, fmt.Errorf("baseline %s: %w", kind, err)
 		}
@@ -183,12 +187,41 @@ func runBaseline(ctx context.Context, cfg *Config, kind string) (*Figures, error
 		return nil, fmt.Errorf("baseline %s did not start", kind)
 	}
 	b.addr = strings.TrimPrefix(b.out.Text(), "LISTEN ")
-	return measure(ctx, cfg, kind, []string{b.addr}, b.pid, []string{"x"}, b.waitAccepted, b.event, func() {})
+	ids := []string{"x"}
+	if cfg.Matches > 1 {
+		ids = make([]string, cfg.Matches)
+		for j := range ids {
+			ids[j] = "m" + strconv.Itoa(j)
+		}
+	}
+	var next atomic.Int64
+	event := func() error {
+		if cfg.Matches > 1 {
+			return b.event(ids[int(next.Add(1)-1)%len(ids)])
+		}
+		return b.event("")
+	}
+	return measure(ctx, cfg, kind, []string{b.addr}, b.pid, ids, b.waitAccepted, event, func() {})
 }
 
 // measure connects the fleet, posts the events, and gathers the figures.
 func measure(ctx context.Context, cfg *Config, server string, addrs []string, pid int, ids []string,
 	settled func(expect int) error, event func() error, end func()) (*Figures, error) {
+	line := func(i int) string { return fmt.Sprintf("VERSION:3:CONNECT:b%d:MATCH:%s\r\n", i, ids[i%len(ids)]) }
+	return measureLoad(ctx, cfg, server, addrs, pid, ids, line, nil, settled, event, end)
+}
+
+// measureWith is measure for clients that speak another protocol (MQTT): always in this process,
+// with the fleet handed to the caller for its readiness check.
+func measureWith(ctx context.Context, cfg *Config, server string, addrs []string, pid int, line func(int) string,
+	fleetOut **fleet, settled func(expect int) error, event func() error) (*Figures, error) {
+	c := *cfg
+	c.PerProcess = 0
+	return measureLoad(ctx, &c, server, addrs, pid, nil, line, fleetOut, settled, event, func() {})
+}
+
+func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string, pid int, ids []string,
+	line func(int) string, fleetOut **fleet, settled func(expect int) error, event func() error, end func()) (*Figures, error) {
 	fig := &Figures{Server: server, Users: cfg.Users, Events: cfg.Events}
 	time.Sleep(200 * time.Millisecond) // let the server's heap settle before the baseline reading
 	before := rssKB(pid)
@@ -201,12 +234,15 @@ func measure(ctx context.Context, cfg *Config, server string, addrs []string, pi
 		}
 		fl = w
 	} else {
-		line := func(i int) string { return fmt.Sprintf("VERSION:3:CONNECT:b%d:MATCH:%s\r\n", i, ids[i%len(ids)]) }
-		fl = dialAll(ctx, cfg.Users, cfg.Concurrency, addrs, line, func(done int) {
+		local := dialAll(ctx, cfg.Users, cfg.Concurrency, addrs, line, func(done int) {
 			if done%500 == 0 || done == cfg.Users {
 				cfg.progress("%s: connected %d/%d", server, done, cfg.Users)
 			}
 		})
+		if fleetOut != nil {
+			*fleetOut = local
+		}
+		fl = local
 	}
 	finished := false
 	var all []time.Duration
@@ -305,7 +341,7 @@ func mixed(cfg *Config, fig *Figures, fl clients, event func() error, end func()
 	all := fl.finish()
 	cs := fl.connectTimes()
 	fig.ConnectP50, fig.ConnectP99, fig.ConnectMax = ms(pct(cs, 0.5)), ms(pct(cs, 0.99)), ms(pct(cs, 1))
-	fig.Server = fmt.Sprintf("matchstream (%d matches, %.0f events/s)", cfg.Matches, cfg.Rate)
+	fig.Server = fmt.Sprintf("%s (%d matches, %.0f events/s)", fig.Server, cfg.Matches, cfg.Rate)
 	fig.LatencyP50, fig.LatencyP99, fig.LatencyMax = ms(pct(all, 0.5)), ms(pct(all, 0.99)), ms(pct(all, 1))
 	fig.DeliveriesSec = float64(len(all)) / elapsed.Seconds()
 	if int64(len(all)) != int64(fig.Connected)*per {

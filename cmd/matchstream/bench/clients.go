@@ -47,12 +47,30 @@ type fleet struct {
 	wg        sync.WaitGroup
 	stopped   atomic.Bool
 	firstErrs sync.Map
+	ready     []atomic.Bool // a ready marker arrived (MQTT subscriptions are asynchronous)
+}
+
+// readyMarker is published until every MQTT client has it: then all are subscribed.
+const readyMarker = "bench ready\n"
+
+// allReady waits up to d for every connected client to have seen the ready marker.
+func (f *fleet) allReady(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for i, c := range f.conns {
+		for c != nil && !f.ready[i].Load() {
+			if time.Now().After(deadline) {
+				return false
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return true
 }
 
 // dialAll connects n clients to addrs (round-robin), at most c at once, sending line(i) on each.
 func dialAll(ctx context.Context, n, c int, addrs []string, line func(i int) string, progress func(done int)) *fleet {
 	f := &fleet{conns: make([]net.Conn, n), connect: make([]time.Duration, n), lat: make([][]time.Duration, n),
-		received: make([]atomic.Int64, n), lastRecv: make([]atomic.Int64, n)}
+		received: make([]atomic.Int64, n), lastRecv: make([]atomic.Int64, n), ready: make([]atomic.Bool, n)}
 	sem := make(chan struct{}, c)
 	var wg sync.WaitGroup
 	var done atomic.Int64
@@ -104,6 +122,9 @@ func (f *fleet) read(i int, c net.Conn) {
 	r := bufio.NewReaderSize(c, 4096)
 	for {
 		line, err := r.ReadSlice('\n')
+		if bytes.HasSuffix(line, []byte(readyMarker)) {
+			f.ready[i].Store(true)
+		}
 		if t := stampOf(line); t > 0 {
 			now := time.Now().UnixNano()
 			f.lat[i] = append(f.lat[i], time.Duration(now-t))
