@@ -126,6 +126,7 @@ func ServeBaseline(kind, addr string, in io.Reader, out io.Writer) error {
 
 // baselineProc is a running baseline server.
 type baselineProc struct {
+	mu   sync.Mutex
 	kind string
 	pid  int
 	addr string
@@ -135,6 +136,8 @@ type baselineProc struct {
 }
 
 func (b *baselineProc) event(group string) error {
+	b.mu.Lock() // the mixed load posts from several goroutines; the control pipe takes one at a time
+	defer b.mu.Unlock()
 	if _, err := io.WriteString(b.in, strings.TrimSpace("EVENT "+group)+"\n"); err != nil {
 		return err
 	}

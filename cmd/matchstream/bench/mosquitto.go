@@ -96,7 +96,7 @@ func runMosquitto(ctx context.Context, cfg *Config) (*Figures, error) {
 		// Subscriptions are asynchronous: publish a ready marker until every client has one.
 		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 			pub.Write(mqttPublish(readyMarker))
-			if fl.allReady(200 * time.Millisecond) {
+			if fl.allReady(2 * time.Second) {
 				return nil
 			}
 		}
