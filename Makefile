@@ -1,7 +1,8 @@
 # MatchStream. `make run` to try it, `make test` before every commit.
 SHELL    := /bin/bash
 GO       ?= go
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Package versions must start with a digit: 0.1.0 plus the commit (and ~dirty for local builds).
+VERSION  ?= 0.1.0+git$(shell git describe --always --dirty=.dirty 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/matchstream
 RUNDIR   := run
@@ -11,7 +12,11 @@ FUZZTIME ?= 5s
 FUZZ := ./daemon/protocol:FuzzParseConnect ./daemon/match:FuzzDecodeEvent ./daemon/match:FuzzApply \
         ./cmd/matchstream/matchfile:FuzzRead ./daemon/api:FuzzPostEvents
 
-.PHONY: build run test vet unit fuzz-smoke fuzz bench lint clean
+NFPM     := bin/nfpm
+NFPM_VERSION := v2.44.0
+DEB      := matchstream_$(VERSION)_amd64.deb
+
+.PHONY: build run test vet unit fuzz-smoke fuzz bench lint clean deb rpm test-deb
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/matchstream
@@ -57,7 +62,25 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./daemon/...
 	$(BIN) bench --spawn -n 2000 -c 500 --events 5 --baseline floor,naive
 
+# nfpm is built from the Go module proxy at a pinned version (never a downloaded binary).
+$(NFPM):
+	GOBIN=$(CURDIR)/bin $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+
+dist: build
+	rm -rf dist && $(BIN) dist dist >/dev/null
+	gzip -9n < packaging/changelog > dist/changelog.gz
+
+deb: dist $(NFPM)
+	VERSION=$(VERSION) $(NFPM) package --packager deb --target dist/
+
+rpm: dist $(NFPM)
+	VERSION=$(VERSION) $(NFPM) package --packager rpm --target dist/
+
+# The package in a fresh Debian 12 root (debootstrap, cached): lintian, install, daemon, upgrade, purge.
+test-deb: deb
+	packaging/test-deb.sh dist/matchstream_*_amd64.deb
+
 lint: vet
 
 clean:
-	rm -rf bin $(RUNDIR)
+	rm -rf bin dist $(RUNDIR)

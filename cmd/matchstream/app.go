@@ -33,6 +33,7 @@ func newApp() *cli.App {
 			topCommand(),
 			benchBaselineCommand(),
 			benchClientsCommand(),
+			distCommand(),
 			versionCommand(),
 		},
 		HideVersion:          false,
