@@ -76,9 +76,11 @@ deb: dist $(NFPM)
 rpm: dist $(NFPM)
 	VERSION=$(VERSION) $(NFPM) package --packager rpm --target dist/
 
-# The package in a fresh Debian 12 root (debootstrap, cached): lintian, install, daemon, upgrade, purge.
+# The package in a fresh Debian 12 root (debootstrap, cached): lintian, install, daemon, upgrade,
+# purge; then under systemd 252 as PID 1 of a private namespace: activation, restarts, journal.
 test-deb: deb
 	packaging/test-deb.sh dist/matchstream_*_amd64.deb
+	packaging/test-systemd.sh dist/matchstream_*_amd64.deb
 
 lint: vet
 
