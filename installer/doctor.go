@@ -39,9 +39,9 @@ type Check struct {
 }
 
 // PerConnectionBytes is what one idle client connection costs the host: the daemon's share
-// (measured ~8 KB with a goroutine per connection, see README "Measured") plus the kernel's socket
-// (~3.9 KB). Doctor sizes memory with it.
-const PerConnectionBytes = 12 << 10
+// (0.71-0.75 KB measured by bench with the epoll layer, docs/performance.md) plus the kernel's
+// socket (~3.9 KB), rounded up to leave room for buffers in flight. Doctor sizes memory with it.
+const PerConnectionBytes = 5 << 10
 
 // Doctor checks a host. The zero values of Proc and Root mean the real /proc and /.
 type Doctor struct {

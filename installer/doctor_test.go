@@ -87,7 +87,7 @@ func TestDoctorWithoutConntrackWarns(t *testing.T) {
 
 func TestDoctorMemoryAndUnit(t *testing.T) {
 	d := doctor("smallmem", 1_100_000)
-	if c := byName(d.Run(context.Background()))["memory available"]; c.Status != installer.FAIL || !strings.Contains(c.Fix, "lower --target-connections to 166666") {
+	if c := byName(d.Run(context.Background()))["memory available"]; c.Status != installer.FAIL || !strings.Contains(c.Fix, "lower --target-connections to 400000") {
 		t.Errorf("small memory: %+v", c)
 	}
 	// An installed unit whose LimitNOFILE is below the target, on a host whose nr_open is lower still.
