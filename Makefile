@@ -16,7 +16,7 @@ NFPM     := bin/nfpm
 NFPM_VERSION := v2.44.0
 DEB      := matchstream_$(VERSION)_amd64.deb
 
-.PHONY: build run test vet unit fuzz-smoke fuzz bench lint clean deb rpm test-deb
+.PHONY: build run test test-deps vet unit fuzz-smoke fuzz bench lint clean deb rpm test-deb
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/matchstream
@@ -37,7 +37,14 @@ run: build
 	echo "The match is over; the daemon keeps serving it (status, then close). Ctrl-C to stop."; \
 	wait $$pid
 
-test: vet unit fuzz-smoke
+test: test-deps vet unit fuzz-smoke
+
+# The Redis store's tests run a real redis-server on a free port; never skipped.
+test-deps:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then echo "make test: installing redis-server with apt-get"; \
+	    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "make test needs redis-server: sudo apt-get install redis-server"; exit 1; fi; }
 
 vet:
 	$(GO) vet ./...

@@ -29,6 +29,7 @@ import (
 	"matchstream/daemon/metrics"
 	"matchstream/daemon/store"
 	"matchstream/daemon/store/bolt"
+	"matchstream/daemon/store/redis"
 	"matchstream/daemon/stream"
 )
 
@@ -41,8 +42,12 @@ func OpenStore(raw string) (store.Store, error) {
 	switch u.Scheme {
 	case "bolt":
 		return bolt.Open(boltPath(u), 5*time.Second)
+	case "redis", "rediss":
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return redis.Open(ctx, raw)
 	default:
-		return nil, fmt.Errorf("store %s: the %s backend is not in this build yet (use bolt://)", raw, u.Scheme)
+		return nil, fmt.Errorf("store %s: the %s backend is not in this build yet (use bolt:// or redis://)", raw, u.Scheme)
 	}
 }
 
@@ -52,10 +57,15 @@ func ProbeStore(raw string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if u.Scheme != "bolt" {
-		return "", fmt.Errorf("store %s: the %s backend is not in this build yet (use bolt://)", raw, u.Scheme)
+	if u.Scheme == "bolt" {
+		return bolt.Probe(boltPath(u), time.Second)
 	}
-	return bolt.Probe(boltPath(u), time.Second)
+	s, err := OpenStore(raw)
+	if err != nil {
+		return "", err
+	}
+	defer s.Close()
+	return "answers", nil
 }
 
 func boltPath(u *url.URL) string {

@@ -19,6 +19,7 @@ import (
 
 	"matchstream/daemon/match"
 	"matchstream/daemon/protocol"
+	"matchstream/daemon/store/storetest"
 )
 
 const (
@@ -408,5 +409,29 @@ func TestRestartResume(t *testing.T) {
 	all := append(got, c2.wait(t)...)
 	if want := bytes.Join(v3, nil); !bytes.Equal(all, want) {
 		t.Fatalf("across the restart got\n%s\nwant\n%s", all, want)
+	}
+}
+
+// On the Redis store, a second node (another process, another state dir) takes over a match the
+// first one served: it loads it from Redis, and a v3 client resuming with FROM misses nothing.
+func TestRedisStoreTakeover(t *testing.T) {
+	url := storetest.RedisServer(t)
+	dir := t.TempDir()
+	lines, v3 := sampleLines(t)
+	first := writeFile(t, dir, "first.jsonl", lines[:12])
+	rest := writeFile(t, dir, "rest.jsonl", lines[12:])
+	a := startDaemon(t, filepath.Join(dir, "a"), "--store", url, "--watcher-token", "tok")
+	run(t, 0, "watcher", "--api", a.apiURL(), "--token", "tok", "--speed", "0", "-q", first)
+	c := dial(t, a.stream[0], "VERSION:3:CONNECT:r:MATCH:"+sampleID+":FROM:0\r\n", true)
+	waitUntil(t, "1 subscriber", 30*time.Second, func() bool { return a.subscribers(sampleID) == 1 })
+	a.stop()
+	got := bytes.TrimSuffix(c.wait(t), protocol.ShutdownNotice().V3)
+
+	b := startDaemon(t, filepath.Join(dir, "b"), "--store", url, "--watcher-token", "tok")
+	c2 := dial(t, b.stream[0], "VERSION:3:CONNECT:r:MATCH:"+sampleID+":FROM:12\r\n", true)
+	waitUntil(t, "1 subscriber", 30*time.Second, func() bool { return b.subscribers(sampleID) == 1 })
+	run(t, 0, "watcher", "--api", b.apiURL(), "--token", "tok", "--speed", "0", "-q", "--match", sampleID, rest)
+	if all, want := append(got, c2.wait(t)...), bytes.Join(v3, nil); !bytes.Equal(all, want) {
+		t.Fatalf("across the nodes got\n%s\nwant\n%s", all, want)
 	}
 }

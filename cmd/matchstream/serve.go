@@ -43,7 +43,7 @@ func daemonFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "state-dir", Value: defaultStateDir(), EnvVars: env("state-dir"),
 			Usage: "directory for the embedded store and the generated watcher token"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "store", EnvVars: env("store"), DefaultText: "bolt://<state-dir>/matchstream.db",
-			Usage: "store URL: bolt:///path/file.db (embedded, single node)"}),
+			Usage: "store URL: bolt:///path/file.db (embedded, single node) or redis://host:port/db (shared by nodes)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "watcher-token", EnvVars: env("watcher-token"),
 			Usage: "bearer token watchers must send to post events (prefer --watcher-token-file)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "watcher-token-file", EnvVars: env("watcher-token-file"),

@@ -57,9 +57,9 @@ func ParseURL(raw string) (*url.URL, error) {
 		if u.Path == "" && u.Opaque == "" {
 			return nil, fmt.Errorf("store URL %q: bolt needs a file path, e.g. bolt:///var/lib/matchstream/matchstream.db", raw)
 		}
-	case "redis", "rediss", "redis-cluster", "redis-sentinel":
+	case "redis", "rediss":
 	default:
-		return nil, fmt.Errorf("store URL %q: scheme must be bolt:// (embedded) or redis://", raw)
+		return nil, fmt.Errorf("store URL %q: scheme must be bolt:// (embedded) or redis:// / rediss://", raw)
 	}
 	return u, nil
 }

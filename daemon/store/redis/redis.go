@@ -1,0 +1,144 @@
+// Package redis is the multi-node Store on Redis (github.com/redis/go-redis/v9, UniversalClient:
+// one server, Sentinel or Cluster). Each match's events are a Redis Stream whose entry IDs are
+// "<seq>-1", appended by a Lua script that checks the last seq first, so two watchers or two nodes
+// can never produce a gap or a duplicate seq. Keys carry the match id as a hash tag ({id}), so a
+// match lives in one Cluster slot; the set of match ids is a separate key.
+//
+// Durability is Redis's own: with appendonly yes and appendfsync always (or everysec, accepting
+// up to a second), an acknowledged append survives a Redis restart.
+package redis
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"matchstream/daemon/match"
+	"matchstream/daemon/store"
+)
+
+const matchesKey = "matchstream:matches"
+
+func eventsKey(id string) string { return "matchstream:{" + id + "}:events" }
+
+// appendScript appends ARGV[2..] as seqs ARGV[1], ARGV[1]+1, ... if and only if the stream's last
+// seq is ARGV[1]-1; otherwise it answers CONFLICT <last>.
+var appendScript = goredis.NewScript(`
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local lastSeq = 0
+if #last > 0 then lastSeq = tonumber(string.match(last[1][1], '^(%d+)')) end
+local first = tonumber(ARGV[1])
+if lastSeq ~= first - 1 then
+  return redis.error_reply('CONFLICT ' .. lastSeq)
+end
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], (first + i - 2) .. '-1', 'r', ARGV[i])
+end
+return #ARGV - 1
+`)
+
+// Store is a Redis-backed store.Store.
+type Store struct {
+	c goredis.UniversalClient
+}
+
+// Open connects to the Redis a URL names: redis://[:password@]host:port/db (or rediss://).
+func Open(ctx context.Context, raw string) (*Store, error) {
+	opts, err := goredis.ParseURL(raw)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", raw, err)
+	}
+	c := goredis.NewUniversalClient(&goredis.UniversalOptions{
+		Addrs: []string{opts.Addr}, DB: opts.DB, Username: opts.Username, Password: opts.Password,
+		TLSConfig: opts.TLSConfig,
+	})
+	s := &Store{c: c}
+	if err := s.Ping(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("store %s: %w", raw, err)
+	}
+	return s, nil
+}
+
+// Append implements store.Store.
+func (s *Store) Append(ctx context.Context, id string, recs []match.Record) error {
+	if len(recs) == 0 {
+		return fmt.Errorf("append to %s: no records", id)
+	}
+	args := make([]any, 0, len(recs)+1)
+	args = append(args, recs[0].Seq)
+	for i, r := range recs {
+		if r.Seq != recs[0].Seq+uint64(i) {
+			return fmt.Errorf("append to %s: record %d has seq %d: %w", id, i, r.Seq, store.ErrConflict)
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("append to %s: %w", id, err)
+		}
+		args = append(args, b)
+	}
+	// The id joins the set first: if the append then fails, listing a match with no events is harmless.
+	if err := s.c.SAdd(ctx, matchesKey, id).Err(); err != nil {
+		return fmt.Errorf("append to %s: %w", id, err)
+	}
+	err := appendScript.Run(ctx, s.c, []string{eventsKey(id)}, args...).Err()
+	if err != nil && strings.HasPrefix(err.Error(), "CONFLICT") {
+		return fmt.Errorf("append to %s: last seq is %s, not %d: %w", id, strings.TrimPrefix(err.Error(), "CONFLICT "), recs[0].Seq-1, store.ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("append to %s: %w", id, err)
+	}
+	return nil
+}
+
+// Matches implements store.Store.
+func (s *Store) Matches(ctx context.Context) ([]string, error) {
+	ids, err := s.c.SMembers(ctx, matchesKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list matches: %w", err)
+	}
+	out := ids[:0]
+	for _, id := range ids { // a match whose first append failed has no events: not a match
+		if n, err := s.c.XLen(ctx, eventsKey(id)).Result(); err == nil && n > 0 {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// Events implements store.Store.
+func (s *Store) Events(ctx context.Context, id string, from uint64) ([]match.Record, error) {
+	if from == ^uint64(0) {
+		return nil, nil
+	}
+	msgs, err := s.c.XRange(ctx, eventsKey(id), strconv.FormatUint(from+1, 10)+"-1", "+").Result()
+	if err != nil {
+		return nil, fmt.Errorf("events of %s: %w", id, err)
+	}
+	recs := make([]match.Record, 0, len(msgs))
+	for _, m := range msgs {
+		raw, _ := m.Values["r"].(string)
+		var r match.Record
+		if err := json.Unmarshal([]byte(raw), &r); err != nil {
+			return nil, fmt.Errorf("events of %s: entry %s: %w", id, m.ID, err)
+		}
+		recs = append(recs, r)
+	}
+	return recs, nil
+}
+
+// Ping implements store.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.c.Ping(ctx).Err(); err != nil {
+		return errors.Join(errors.New("redis does not answer"), err)
+	}
+	return nil
+}
+
+// Close implements store.Store.
+func (s *Store) Close() error { return s.c.Close() }
