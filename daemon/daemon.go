@@ -171,6 +171,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	loops, stopLoops := context.WithCancel(ctx)
 	var loopsWG sync.WaitGroup
+	if f, ok := st.(store.Follower); ok { // a shared store: follow what the other nodes append
+		loopsWG.Add(1)
+		go func() { defer loopsWG.Done(); reg.Follow(loops, f, time.Second) }()
+	}
 	loopsWG.Add(2)
 	go func() { defer loopsWG.Done(); statusLoop(loops, lns, reg, cfg) }()
 	go func() { defer loopsWG.Done(); watchdogLoop(loops, reg, log) }()

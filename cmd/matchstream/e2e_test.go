@@ -435,3 +435,33 @@ func TestRedisStoreTakeover(t *testing.T) {
 		t.Fatalf("across the nodes got\n%s\nwant\n%s", all, want)
 	}
 }
+
+// Three nodes on one Redis: the watcher posts to node 1 only; clients of nodes 2 and 3, v1 and v3,
+// get the whole match in order, from the follow of the match's stream.
+func TestThreeNodes(t *testing.T) {
+	url := storetest.RedisServer(t)
+	dir := t.TempDir()
+	lines, v3 := sampleLines(t)
+	nodes := make([]*daemonProc, 3)
+	for i := range nodes {
+		nodes[i] = startDaemon(t, filepath.Join(dir, fmt.Sprint(i)), "--store", url, "--watcher-token", "tok")
+	}
+	run(t, 0, "watcher", "--api", nodes[0].apiURL(), "--token", "tok", "--speed", "0", "-q", writeFile(t, dir, "start.jsonl", lines[:1]))
+	var v1s, v3s []*rawClient
+	for _, n := range nodes[1:] {
+		waitUntil(t, "the match known on every node", 20*time.Second, func() bool { return n.subscribers(sampleID) == 0 })
+		for i := range 5 {
+			v1s = append(v1s, dial(t, n.stream[i%len(n.stream)], "VERSION:1:CONNECT:u:MATCH:"+sampleID+"\r\n", true))
+			v3s = append(v3s, dial(t, n.stream[i%len(n.stream)], "VERSION:3:CONNECT:u:MATCH:"+sampleID+"\r\n", true))
+		}
+		waitUntil(t, "10 subscribers", 20*time.Second, func() bool { return n.subscribers(sampleID) == 10 })
+	}
+	run(t, 0, "watcher", "--api", nodes[0].apiURL(), "--token", "tok", "--speed", "0", "-q", "--match", sampleID,
+		writeFile(t, dir, "rest.jsonl", lines[1:]))
+	for i, c := range v1s {
+		checkV1(t, fmt.Sprintf("v1 user %d on node %d", i, 2+i/5), c.wait(t), "home_score: 0\n", 2)
+	}
+	for i, c := range v3s {
+		checkV3(t, fmt.Sprintf("v3 user %d on node %d", i, 2+i/5), c.wait(t), v3, 1, false)
+	}
+}

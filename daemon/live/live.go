@@ -62,15 +62,8 @@ func Open(ctx context.Context, st store.Store, hubc hub.Config, log *slog.Logger
 			return nil, fmt.Errorf("load match %s: %w", id, err)
 		}
 		m := r.newMatch(id)
-		for _, rec := range recs {
-			ev := rec.Event
-			if err := m.state.Apply(&ev); err != nil {
-				return nil, fmt.Errorf("load match %s: stored event %d does not apply: %w", id, rec.Seq, err)
-			}
-			if m.state.Seq != rec.Seq {
-				return nil, fmt.Errorf("load match %s: stored event has seq %d, want %d", id, rec.Seq, m.state.Seq)
-			}
-			m.add(rec)
+		if err := m.foldLocked(recs, false, time.Time{}); err != nil {
+			return nil, fmt.Errorf("load match %s: %w", id, err)
 		}
 		if m.state.Seq > 0 {
 			r.matches[id] = m
@@ -84,6 +77,63 @@ func (r *Registry) newMatch(id string) *Match {
 	m.state.ID = id
 	m.state.Period = match.NotStarted
 	return m
+}
+
+// foldLocked applies stored records, which must follow on from the state, and broadcasts them when
+// asked (events another node posted). m.mu is held, or m is not shared yet.
+func (m *Match) foldLocked(recs []match.Record, broadcast bool, posted time.Time) error {
+	for _, rec := range recs {
+		ev := rec.Event
+		if err := m.state.Apply(&ev); err != nil {
+			return fmt.Errorf("stored event %d does not apply: %w", rec.Seq, err)
+		}
+		if m.state.Seq != rec.Seq {
+			return fmt.Errorf("stored event has seq %d, want %d", rec.Seq, m.state.Seq)
+		}
+		m.add(rec)
+	}
+	if broadcast && len(recs) > 0 {
+		batch := m.frames[len(m.frames)-len(recs):]
+		m.hub.Broadcast(posted, len(batch), func(version, i int) []byte { return batch[i].For(version) }, m.state.Ended())
+	}
+	return nil
+}
+
+// Ingest takes records from the store that another node appended: those already here are skipped,
+// a gap is filled from the store, and the rest are folded in and broadcast to local subscribers.
+func (r *Registry) Ingest(ctx context.Context, id string, recs []match.Record) error {
+	m, _ := r.getOrCreate(id, true)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return r.catchUpLocked(ctx, m, recs)
+}
+
+// catchUpLocked brings m up to the store; m.mu is held.
+func (r *Registry) catchUpLocked(ctx context.Context, m *Match, recs []match.Record) error {
+	fresh := recs[:0:0]
+	for _, rec := range recs {
+		if rec.Seq > m.state.Seq {
+			fresh = append(fresh, rec)
+		}
+	}
+	if len(fresh) == 0 || fresh[0].Seq != m.state.Seq+1 {
+		all, err := r.store.Events(ctx, m.id, m.state.Seq)
+		if err != nil {
+			return fmt.Errorf("catch up %s: %w", m.id, err)
+		}
+		fresh = all
+	}
+	if err := m.foldLocked(fresh, true, time.Now()); err != nil {
+		return fmt.Errorf("catch up %s: %w", m.id, err)
+	}
+	return nil
+}
+
+// lastSeq is the last seq m has.
+func (m *Match) lastSeq() (uint64, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state.Seq, m.state.Ended()
 }
 
 func (m *Match) add(rec match.Record) {
@@ -117,24 +167,36 @@ func (r *Registry) Post(ctx context.Context, id string, events []match.Event) ([
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	next := m.state.Clone()
-	recs := make([]match.Record, len(events))
-	for i := range events {
-		ev := events[i]
-		if err := next.Apply(&ev); err != nil {
-			r.dropIfEmpty(m, created)
-			return nil, &EventError{Index: i, Err: err}
+	var next match.State
+	var recs []match.Record
+	for attempt := 0; ; attempt++ {
+		next = m.state.Clone()
+		recs = make([]match.Record, len(events))
+		for i := range events {
+			ev := events[i]
+			if err := next.Apply(&ev); err != nil {
+				r.dropIfEmpty(m, created)
+				return nil, &EventError{Index: i, Err: err}
+			}
+			recs[i] = match.Record{Seq: next.Seq, Event: ev}
 		}
-		recs[i] = match.Record{Seq: next.Seq, Event: ev}
-	}
-	t0 := time.Now()
-	err := r.store.Append(ctx, id, recs)
-	if r.StoreLatency != nil {
-		r.StoreLatency.Observe(time.Since(t0).Seconds())
-	}
-	if err != nil {
-		r.dropIfEmpty(m, created)
-		return nil, fmt.Errorf("%w: %w", ErrStore, err)
+		t0 := time.Now()
+		err := r.store.Append(ctx, id, recs)
+		if r.StoreLatency != nil {
+			r.StoreLatency.Observe(time.Since(t0).Seconds())
+		}
+		if errors.Is(err, store.ErrConflict) && attempt < 3 {
+			// Another node appended first: take its events, then validate ours again on top.
+			if cerr := r.catchUpLocked(ctx, m, nil); cerr != nil {
+				return nil, fmt.Errorf("%w: %w", ErrStore, cerr)
+			}
+			continue
+		}
+		if err != nil {
+			r.dropIfEmpty(m, created)
+			return nil, fmt.Errorf("%w: %w", ErrStore, err)
+		}
+		break
 	}
 	r.EventsAccepted.Add(int64(len(recs)))
 	m.state = next
@@ -382,5 +444,74 @@ func (r *Registry) LiveMatches() int {
 func (r *Registry) Close() {
 	for _, m := range r.snapshot() {
 		m.hub.Close()
+	}
+}
+
+// Follow keeps this node in step with a shared store until ctx ends: it discovers matches other
+// nodes created, and for each live match follows its stream and ingests what others append. One
+// goroutine per live match, all owned here and waited for.
+func (r *Registry) Follow(ctx context.Context, f store.Follower, every time.Duration) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	following := map[string]bool{}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		ids, err := r.store.Matches(ctx)
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("store: listing matches", "err", err)
+		}
+		for _, id := range ids {
+			if following[id] {
+				continue
+			}
+			if err := r.Ingest(ctx, id, nil); err != nil {
+				r.log.Warn("store: loading match", "match", id, "err", err)
+				continue
+			}
+			r.mu.RLock()
+			m := r.matches[id]
+			r.mu.RUnlock()
+			if _, ended := m.lastSeq(); ended {
+				following[id] = true // nothing more will come
+				continue
+			}
+			following[id] = true
+			wg.Add(1)
+			go func() { defer wg.Done(); r.follow(ctx, f, m) }()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *Registry) follow(ctx context.Context, f store.Follower, m *Match) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		after, ended := m.lastSeq()
+		if ended {
+			return
+		}
+		recs, err := f.Follow(ctx, m.id, after, 2*time.Second)
+		if err == nil && len(recs) > 0 {
+			err = r.Ingest(ctx, m.id, recs)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.log.Warn("store: following match", "match", m.id, "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
 	}
 }

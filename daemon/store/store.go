@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"time"
 
 	"matchstream/daemon/match"
 )
@@ -62,4 +63,12 @@ func ParseURL(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("store URL %q: scheme must be bolt:// (embedded) or redis:// / rediss://", raw)
 	}
 	return u, nil
+}
+
+// Follower is a store other nodes append to: Follow blocks up to block for records of match id with
+// seq > after, and returns what it found (none when the time is up). Only a shared store implements
+// it; the registry then follows the matches it serves, so an event posted to any node reaches the
+// subscribers of every node, in seq order, exactly once.
+type Follower interface {
+	Follow(ctx context.Context, id string, after uint64, block time.Duration) ([]match.Record, error)
 }

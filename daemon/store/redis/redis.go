@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -142,3 +143,28 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Close implements store.Store.
 func (s *Store) Close() error { return s.c.Close() }
+
+// Follow implements store.Follower with a blocking XREAD from the entry after seq after: a node that
+// blips loses nothing, it reads on from where it was.
+func (s *Store) Follow(ctx context.Context, id string, after uint64, block time.Duration) ([]match.Record, error) {
+	res, err := s.c.XRead(ctx, &goredis.XReadArgs{Streams: []string{eventsKey(id), strconv.FormatUint(after, 10) + "-1"},
+		Count: 1000, Block: block}).Result()
+	if errors.Is(err, goredis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("follow %s: %w", id, err)
+	}
+	var recs []match.Record
+	for _, st := range res {
+		for _, m := range st.Messages {
+			raw, _ := m.Values["r"].(string)
+			var r match.Record
+			if err := json.Unmarshal([]byte(raw), &r); err != nil {
+				return nil, fmt.Errorf("follow %s: entry %s: %w", id, m.ID, err)
+			}
+			recs = append(recs, r)
+		}
+	}
+	return recs, nil
+}
