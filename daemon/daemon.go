@@ -234,7 +234,7 @@ func statusLoop(ctx context.Context, lns *listen.Set, reg *live.Registry, cfg Co
 }
 
 // watchdogLoop pings systemd's watchdog at half of WatchdogSec, but only while a probe of the real
-// event loop (match locks, store) passes: a wedged daemon stops pinging and systemd restarts it.
+// event loop (the match locks) passes: a wedged daemon stops pinging and systemd restarts it.
 func watchdogLoop(ctx context.Context, reg *live.Registry, log *slog.Logger) {
 	interval, err := daemon.SdWatchdogEnabled(false)
 	if err != nil || interval <= 0 {

@@ -186,6 +186,11 @@ func postEvent(ctx context.Context, hc *http.Client, endpoint, token string, ev 
 				return &res, nil
 			case resp.StatusCode == http.StatusServiceUnavailable:
 				retry = true
+			case resp.StatusCode == http.StatusGatewayTimeout:
+				// The store may have kept the event: never post it again blindly.
+				var e api.ErrorBody
+				json.Unmarshal(b, &e)
+				return nil, fmt.Errorf("post: %s (504); stopping so nothing is posted twice", e.Error)
 			case resp.StatusCode == http.StatusUnauthorized:
 				return nil, usageErr(errors.New("the daemon refused the watcher token (401)"), "check --token / --token-file against the daemon's watcher token")
 			default:

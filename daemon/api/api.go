@@ -21,6 +21,7 @@ import (
 	"matchstream/daemon/listen"
 	"matchstream/daemon/live"
 	"matchstream/daemon/match"
+	"matchstream/daemon/store"
 )
 
 // Version is sent in the Match-Stream-API-Version header, as the original did.
@@ -320,6 +321,10 @@ func (h *Handler) post(ctx *fasthttp.RequestCtx, id string) {
 			body.Error, body.Index = ee.Error(), &ee.Index // say which event of the array
 		}
 		writeJSON(ctx, fasthttp.StatusBadRequest, body)
+	case errors.Is(err, store.ErrOutcomeUnknown):
+		h.log.Error("post events", "match", id, "err", err)
+		writeError(ctx, fasthttp.StatusGatewayTimeout, "the store did not confirm: the events may or may not be stored; "+
+			"GET /matches/"+id+"/events before posting them again")
 	case errors.Is(err, live.ErrStore):
 		h.log.Error("post events", "match", id, "err", err)
 		ctx.Response.Header.Set("Retry-After", "1")

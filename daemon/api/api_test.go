@@ -46,12 +46,15 @@ type fixture struct {
 // failingStore wraps a store and can be made to fail appends, like a store that is down.
 type failingStore struct {
 	store.Store
-	down bool
+	down, unknown bool
 }
 
 func (f *failingStore) Append(ctx context.Context, id string, recs []match.Record) error {
 	if f.down {
 		return errors.New("disk on fire")
+	}
+	if f.unknown {
+		return fmt.Errorf("redis read timeout: %w", store.ErrOutcomeUnknown)
 	}
 	return f.Store.Append(ctx, id, recs)
 }
@@ -308,6 +311,13 @@ func TestPostEvents(t *testing.T) {
 		t.Fatalf("store down: %d %s", code, body)
 	}
 	f.st.down = false
+	// A store that took the command and never answered: 504, and no invitation to retry.
+	f.st.unknown = true
+	code, body, _ = f.do("POST", "/matches/"+id+"/events", "Bearer "+token, `{"kind":"comment","comment":"x"}`)
+	if code != 504 || !strings.Contains(string(body), "may or may not be stored") {
+		t.Fatalf("outcome unknown: %d %s", code, body)
+	}
+	f.st.unknown = false
 	if recs, _ := f.reg.Events(id, 0); len(recs) != 4 {
 		t.Fatalf("a refused post changed the history: %d events", len(recs))
 	}

@@ -20,6 +20,11 @@ import (
 // writer appended in between. The caller reloads and retries or reports it.
 var ErrConflict = errors.New("sequence conflict")
 
+// ErrOutcomeUnknown is returned by Append when the store may have applied the append but did not
+// say so (a shared store that stopped answering mid-command). Retrying blindly could store the
+// events twice; the caller must look at the match's events first.
+var ErrOutcomeUnknown = errors.New("outcome unknown")
+
 // Store is durable match storage.
 type Store interface {
 	// Append stores records of match id atomically; recs[0].Seq must be the match's last seq + 1

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -90,6 +91,11 @@ func (s *Store) Append(ctx context.Context, id string, recs []match.Record) erro
 	err := appendScript.Run(ctx, s.c, []string{eventsKey(id)}, args...).Err()
 	if err != nil && strings.HasPrefix(err.Error(), "CONFLICT") {
 		return fmt.Errorf("append to %s: last seq is %s, not %d: %w", id, strings.TrimPrefix(err.Error(), "CONFLICT "), recs[0].Seq-1, store.ErrConflict)
+	}
+	var ne net.Error
+	if err != nil && (errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded)) {
+		// The script was sent and no answer came: Redis may still run it.
+		return fmt.Errorf("append to %s: %w: %w", id, store.ErrOutcomeUnknown, err)
 	}
 	if err != nil {
 		return fmt.Errorf("append to %s: %w", id, err)
