@@ -10,9 +10,23 @@ import (
 	"time"
 )
 
-// RedisServer runs a private redis-server on a free loopback port for the test and returns its URL
-// (database 0). A missing redis-server fails the test, never skips it: `make test` installs it.
-func RedisServer(t testing.TB) string {
+// Redis is a private redis-server for a test, on a free loopback port, with its data on disk
+// (appendonly, fsync always) so it can be stopped and started again without losing anything.
+type Redis struct {
+	URL  string
+	t    testing.TB
+	bin  string
+	port int
+	dir  string
+	cmd  *exec.Cmd
+}
+
+// RedisServer starts a Redis for the test and returns its URL (database 0). A missing redis-server
+// fails the test, never skips it: `make test` installs it.
+func RedisServer(t testing.TB) string { return StartRedis(t).URL }
+
+// StartRedis starts a Redis for the test; it is killed when the test ends.
+func StartRedis(t testing.TB) *Redis {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -24,13 +38,21 @@ func RedisServer(t testing.TB) string {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir(), "--protected-mode", "no")
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	r := &Redis{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), t: t, bin: bin, port: port, dir: t.TempDir()}
+	r.Start()
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// Start runs the server (again) on the same port and data directory and waits until it is ready.
+func (r *Redis) Start() {
+	r.t.Helper()
+	r.cmd = exec.Command(r.bin, "--port", fmt.Sprint(r.port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir, "--protected-mode", "no")
+	out, _ := r.cmd.StdoutPipe()
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -46,7 +68,15 @@ func RedisServer(t testing.TB) string {
 	select {
 	case <-ready:
 	case <-time.After(10 * time.Second):
-		t.Fatal("redis-server did not start")
+		r.t.Fatal("redis-server did not start")
 	}
-	return fmt.Sprintf("redis://127.0.0.1:%d/0", port)
+}
+
+// Stop kills the server.
+func (r *Redis) Stop() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		r.cmd.Process.Kill()
+		r.cmd.Wait()
+		r.cmd = nil
+	}
 }
