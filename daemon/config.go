@@ -22,6 +22,11 @@ type Config struct {
 	ShutdownTimeout  time.Duration
 	// TargetConnections is what the host is tuned and checked for (install, doctor, STATUS=).
 	TargetConnections int
+	// NodeID names this daemon among the nodes sharing a store; AdvertiseHost is the host other
+	// nodes' /connect sends clients to (default: the stream address, or this host's name when the
+	// stream ports listen on every address).
+	NodeID        string
+	AdvertiseHost string
 
 	Listen listen.Config
 	Stream stream.Config

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -142,6 +143,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	handler := api.New(cfg.API, reg, lns, log, ready.Load)
+	var cluster atomic.Pointer[[]store.NodeLoad]
+	presence, shared := st.(store.Presence)
+	if shared {
+		handler.Cluster = func() []store.NodeLoad {
+			if p := cluster.Load(); p != nil {
+				return *p
+			}
+			return nil
+		}
+	}
 	handler.Metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(metrics.New(reg, lns, streams), promhttp.HandlerOpts{}))
 	httpSrv := handler.Server()
 
@@ -174,6 +185,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if f, ok := st.(store.Follower); ok { // a shared store: follow what the other nodes append
 		loopsWG.Add(1)
 		go func() { defer loopsWG.Done(); reg.Follow(loops, f, time.Second) }()
+	}
+	if shared {
+		loopsWG.Add(1)
+		go func() { defer loopsWG.Done(); announceLoop(loops, presence, &cluster, lns, cfg, log) }()
 	}
 	loopsWG.Add(2)
 	go func() { defer loopsWG.Done(); statusLoop(loops, lns, reg, cfg) }()
@@ -217,6 +232,47 @@ func connections(lns *listen.Set) int64 {
 func status(lns *listen.Set, reg *live.Registry, cfg Config) string {
 	return fmt.Sprintf("STATUS=%d connections on %d ports, %d live matches, target %d",
 		connections(lns), len(lns.Stream), reg.LiveMatches(), cfg.TargetConnections)
+}
+
+// announceLoop tells the other nodes this node's load every 2 s (kept 6 s) and keeps their view for
+// /connect; on the way out it removes this node at once.
+func announceLoop(ctx context.Context, p store.Presence, view *atomic.Pointer[[]store.NodeLoad], lns *listen.Set, cfg Config, log *slog.Logger) {
+	host := cfg.AdvertiseHost
+	if host == "" && len(lns.Stream) > 0 {
+		if a, ok := lns.Stream[0].Addr().(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
+			host = a.IP.String()
+		} else {
+			host, _ = os.Hostname()
+		}
+	}
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		n := store.NodeLoad{ID: cfg.NodeID, Host: host, Ports: map[int]int64{}}
+		for _, port := range lns.Stream {
+			n.Ports[port.Number()] = port.Conns.Load()
+		}
+		if err := p.Announce(ctx, n, 6*time.Second); err != nil && ctx.Err() == nil {
+			log.Warn("store: announcing this node", "err", err)
+		}
+		if nodes, err := p.Nodes(ctx); err == nil {
+			others := nodes[:0]
+			for _, o := range nodes {
+				if o.ID != cfg.NodeID {
+					others = append(others, o)
+				}
+			}
+			view.Store(&others)
+		}
+		select {
+		case <-ctx.Done():
+			lctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			p.Leave(lctx, cfg.NodeID)
+			cancel()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // statusLoop keeps `systemctl status` current.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -551,4 +552,32 @@ func TestRedisOutageAndNodeKill(t *testing.T) {
 	for i, c := range onB3 {
 		checkV3(t, fmt.Sprintf("v3 user %d on B", i), c.wait(t), v3, 1, false)
 	}
+}
+
+// With a shared store, /connect on any node answers with the least-loaded stream port of the
+// whole cluster, so no load balancer is needed in front of the stream ports.
+func TestConnectAcrossNodes(t *testing.T) {
+	url := storetest.RedisServer(t)
+	dir := t.TempDir()
+	lines, _ := sampleLines(t)
+	a := startDaemon(t, filepath.Join(dir, "a"), "--store", url, "--watcher-token", "tok", "--node-id", "a")
+	b := startDaemon(t, filepath.Join(dir, "b"), "--store", url, "--watcher-token", "tok", "--node-id", "b")
+	run(t, 0, "watcher", "--api", a.apiURL(), "--token", "tok", "--speed", "0", "-q", writeFile(t, dir, "s.jsonl", lines[:1]))
+	for i := range 8 {
+		dial(t, a.stream[i%len(a.stream)], "VERSION:3:CONNECT:u:MATCH:"+sampleID+"\r\n", true)
+	}
+	waitUntil(t, "8 subscribers on A", 20*time.Second, func() bool { return a.subscribers(sampleID) == 8 })
+	var c struct {
+		Host string `json:"host"`
+		Port int    `json:"port"`
+	}
+	waitUntil(t, "A's /connect to send clients to the idle node B", 20*time.Second, func() bool {
+		a.getJSON("/connect?match="+sampleID, &c)
+		return c.Host == "127.0.0.1" && slices.Contains(b.stream, c.Port)
+	})
+	b.stop() // gone from the cluster view at once, not only when its announcement expires
+	waitUntil(t, "A's /connect back to its own ports", 20*time.Second, func() bool {
+		a.getJSON("/connect?match="+sampleID, &c)
+		return slices.Contains(a.stream, c.Port)
+	})
 }

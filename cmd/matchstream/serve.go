@@ -44,6 +44,10 @@ func daemonFlags() []cli.Flag {
 			Usage: "directory for the embedded store and the generated watcher token"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "store", EnvVars: env("store"), DefaultText: "bolt://<state-dir>/matchstream.db",
 			Usage: "store URL: bolt:///path/file.db (embedded, single node) or redis://host:port/db (shared by nodes)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "node-id", EnvVars: env("node-id"), DefaultText: "this host's name",
+			Usage: "this daemon's name among the nodes sharing a Redis store"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "advertise-host", EnvVars: env("advertise-host"),
+			DefaultText: "the stream address, or this host's name", Usage: "the host other nodes' /connect sends clients to"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "watcher-token", EnvVars: env("watcher-token"),
 			Usage: "bearer token watchers must send to post events (prefer --watcher-token-file)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "watcher-token-file", EnvVars: env("watcher-token-file"),
@@ -107,6 +111,10 @@ func configFrom(c *cli.Context) (daemon.Config, error) {
 	cfg := daemon.Default()
 	cfg.StateDir = c.String("state-dir")
 	cfg.TargetConnections = c.Int("target-connections")
+	cfg.NodeID, cfg.AdvertiseHost = c.String("node-id"), c.String("advertise-host")
+	if cfg.NodeID == "" {
+		cfg.NodeID, _ = os.Hostname()
+	}
 	if abs, err := filepath.Abs(cfg.StateDir); err == nil && cfg.StateDir != "" {
 		cfg.StateDir = abs // logs and the store URL then name the real place
 	}

@@ -61,6 +61,9 @@ type Handler struct {
 	ready func() bool
 	// Metrics serves GET /metrics (Prometheus text format); nil answers 404.
 	Metrics fasthttp.RequestHandler
+	// Cluster, when set (a shared store), lists the other live nodes: /connect then picks the
+	// least-loaded stream port across all of them.
+	Cluster func() []store.NodeLoad
 }
 
 // New returns the API handler. ready reports whether the daemon is serving (for /healthz).
@@ -218,7 +221,19 @@ func (h *Handler) connect(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	writeJSON(ctx, fasthttp.StatusOK, h.pick(ctx))
+	best := h.pick(ctx)
+	bestLoad := h.lns.LeastLoaded().Conns.Load()
+	if h.Cluster != nil {
+		for _, n := range h.Cluster() {
+			for port, conns := range n.Ports {
+				if conns < bestLoad { // another node only when strictly less loaded than this one
+
+					best, bestLoad = Connect{Host: n.Host, Port: port}, conns
+				}
+			}
+		}
+	}
+	writeJSON(ctx, fasthttp.StatusOK, best)
 }
 
 func (h *Handler) match(ctx *fasthttp.RequestCtx, id string) {

@@ -77,3 +77,20 @@ func ParseURL(raw string) (*url.URL, error) {
 type Follower interface {
 	Follow(ctx context.Context, id string, after uint64, block time.Duration) ([]match.Record, error)
 }
+
+// NodeLoad is what a node tells the others about itself: where clients reach it and how loaded
+// each of its stream ports is.
+type NodeLoad struct {
+	ID      string        `json:"id"`
+	Host    string        `json:"host"`
+	Ports   map[int]int64 `json:"ports"` // stream port → open connections
+	Expires time.Time     `json:"expires"`
+}
+
+// Presence is a shared store that nodes announce themselves in, so any node's /connect can send a
+// client to the least-loaded port of the whole cluster without a load balancer.
+type Presence interface {
+	Announce(ctx context.Context, n NodeLoad, ttl time.Duration) error
+	Nodes(ctx context.Context) ([]NodeLoad, error)
+	Leave(ctx context.Context, id string) error
+}

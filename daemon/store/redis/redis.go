@@ -174,3 +174,37 @@ func (s *Store) Follow(ctx context.Context, id string, after uint64, block time.
 	}
 	return recs, nil
 }
+
+const nodesKey = "matchstream:nodes"
+
+// Announce implements store.Presence: the node's load, expiring after ttl unless announced again.
+func (s *Store) Announce(ctx context.Context, n store.NodeLoad, ttl time.Duration) error {
+	n.Expires = time.Now().Add(ttl)
+	b, err := json.Marshal(n)
+	if err != nil {
+		return err
+	}
+	return s.c.HSet(ctx, nodesKey, n.ID, b).Err()
+}
+
+// Nodes implements store.Presence: the nodes whose announcement has not expired (expired ones are
+// removed on the way).
+func (s *Store) Nodes(ctx context.Context) ([]store.NodeLoad, error) {
+	all, err := s.c.HGetAll(ctx, nodesKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("nodes: %w", err)
+	}
+	var out []store.NodeLoad
+	for id, raw := range all {
+		var n store.NodeLoad
+		if json.Unmarshal([]byte(raw), &n) != nil || time.Now().After(n.Expires) {
+			s.c.HDel(ctx, nodesKey, id)
+			continue
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// Leave implements store.Presence.
+func (s *Store) Leave(ctx context.Context, id string) error { return s.c.HDel(ctx, nodesKey, id).Err() }
