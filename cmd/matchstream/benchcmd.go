@@ -31,7 +31,9 @@ func benchCommand() *cli.Command {
 			apiFlag(),
 			&cli.StringFlag{Name: "token", EnvVars: env("watcher-token"), Usage: "watcher bearer token"},
 			&cli.StringFlag{Name: "token-file", EnvVars: env("watcher-token-file"), Usage: "file holding the watcher token"},
-			&cli.StringFlag{Name: "stream", Value: "127.0.0.1:9000-9007", Usage: "the daemon's stream ports"},
+			&cli.StringFlag{Name: "stream", Value: "127.0.0.1:9000-9007", Usage: "the daemon's stream ports; comma-separated ranges for several nodes"},
+			&cli.StringSliceFlag{Name: "node-api", Usage: "multi-node: another node's API URL, to count its subscribers (repeat)"},
+			&cli.IntSliceFlag{Name: "node-pid", Usage: "multi-node: another node's pid, to add its RSS (repeat)"},
 			&cli.IntFlag{Name: "daemon-pid", Usage: "the daemon's pid, to read its RSS (known with --spawn)"},
 			&cli.BoolFlag{Name: "spawn", Usage: "start a daemon for the run on free loopback ports"},
 			&cli.IntFlag{Name: "n", Value: 1000, Usage: "users"},
@@ -94,9 +96,14 @@ func runBench(c *cli.Context) error {
 			return err
 		}
 		cfg.Token = tok
-		if cfg.Stream, err = listen.ParseRange(c.String("stream")); err != nil {
-			return usageErr(err, "")
+		for _, r := range strings.Split(c.String("stream"), ",") {
+			addrs, err := listen.ParseRange(strings.TrimSpace(r))
+			if err != nil {
+				return usageErr(err, "")
+			}
+			cfg.Stream = append(cfg.Stream, addrs...)
 		}
+		cfg.NodeAPIs, cfg.NodePIDs = c.StringSlice("node-api"), c.IntSlice("node-pid")
 	}
 	for _, b := range strings.Split(c.String("baseline"), ",") {
 		switch b = strings.TrimSpace(b); b {

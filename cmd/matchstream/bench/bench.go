@@ -30,11 +30,15 @@ import (
 
 // Config is one bench run.
 type Config struct {
-	API         string   // daemon API base URL (ignored with Spawn)
-	Token       string   // watcher token (ignored with Spawn)
-	Stream      []string // stream addresses clients connect to (round-robin)
-	DaemonPID   int      // for RSS; 0 = unknown (Spawn knows it)
-	Spawn       bool     // start a daemon for the run
+	API       string   // daemon API base URL (ignored with Spawn)
+	Token     string   // watcher token (ignored with Spawn)
+	Stream    []string // stream addresses clients connect to (round-robin)
+	DaemonPID int      // for RSS; 0 = unknown (Spawn knows it)
+	// Nodes are the other nodes of a multi-node run (their API URLs and pids): clients spread over
+	// every node's stream ports (Stream), subscribers are counted and RSS summed over all.
+	NodeAPIs    []string
+	NodePIDs    []int
+	Spawn       bool // start a daemon for the run
 	Users       int
 	Concurrency int
 	Events      int
@@ -52,25 +56,27 @@ type Config struct {
 
 // Figures are the measurements of one server under one load.
 type Figures struct {
-	Server        string  `json:"server"` // matchstream, floor, naive
-	Users         int     `json:"users"`
-	Connected     int     `json:"connected"`
-	Refused       int64   `json:"refused"`
-	TimedOut      int64   `json:"timed_out"`
-	OtherErrors   int64   `json:"other_errors"`
-	ConnectP50    float64 `json:"connect_p50_ms"`
-	ConnectP99    float64 `json:"connect_p99_ms"`
-	ConnectMax    float64 `json:"connect_max_ms"`
-	RSSPerConnKB  float64 `json:"rss_per_connection_kb"`
-	RSSBaseMB     float64 `json:"rss_before_mb"`
-	RSSLoadedMB   float64 `json:"rss_loaded_mb"`
-	Events        int     `json:"events"`
-	AllDelivered  bool    `json:"all_delivered"`
-	LastClientMs  float64 `json:"time_to_last_client_ms"` // median over events, post to last arrival
-	LatencyP50    float64 `json:"latency_p50_ms"`
-	LatencyP99    float64 `json:"latency_p99_ms"`
-	LatencyMax    float64 `json:"latency_max_ms"`
-	DeliveriesSec float64 `json:"deliveries_per_second"`
+	Server       string  `json:"server"` // matchstream, floor, naive
+	Users        int     `json:"users"`
+	Connected    int     `json:"connected"`
+	Refused      int64   `json:"refused"`
+	TimedOut     int64   `json:"timed_out"`
+	OtherErrors  int64   `json:"other_errors"`
+	ConnectP50   float64 `json:"connect_p50_ms"`
+	ConnectP99   float64 `json:"connect_p99_ms"`
+	ConnectMax   float64 `json:"connect_max_ms"`
+	RSSPerConnKB float64 `json:"rss_per_connection_kb"`
+	RSSBaseMB    float64 `json:"rss_before_mb"`
+	RSSLoadedMB  float64 `json:"rss_loaded_mb"`
+	// RSSPerProcessMB is each server process's RSS under load (one per node in a multi-node run).
+	RSSPerProcessMB []float64 `json:"rss_per_process_mb,omitempty"`
+	Events          int       `json:"events"`
+	AllDelivered    bool      `json:"all_delivered"`
+	LastClientMs    float64   `json:"time_to_last_client_ms"` // median over events, post to last arrival
+	LatencyP50      float64   `json:"latency_p50_ms"`
+	LatencyP99      float64   `json:"latency_p99_ms"`
+	LatencyMax      float64   `json:"latency_max_ms"`
+	DeliveriesSec   float64   `json:"deliveries_per_second"`
 }
 
 // Result is a whole run.
@@ -89,6 +95,14 @@ func pct(ds []time.Duration, q float64) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
+func rssSum(pids []int) float64 {
+	var t float64
+	for _, p := range pids {
+		t += rssKB(p)
+	}
+	return t
 }
 
 // rssKB reads a process's resident set size.
@@ -224,7 +238,11 @@ func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string
 	line func(int) string, fleetOut **fleet, settled func(expect int) error, event func() error, end func()) (*Figures, error) {
 	fig := &Figures{Server: server, Users: cfg.Users, Events: cfg.Events}
 	time.Sleep(200 * time.Millisecond) // let the server's heap settle before the baseline reading
-	before := rssKB(pid)
+	pids := []int{pid}
+	if server == "matchstream" {
+		pids = append(pids, cfg.NodePIDs...)
+	}
+	before := rssSum(pids)
 	var fl clients
 	if per := cfg.PerProcess; per > 0 && cfg.Users > per {
 		cfg.progress("%s: connecting %d clients from %d processes", server, cfg.Users, (cfg.Users+per-1)/per)
@@ -257,7 +275,11 @@ func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string
 	if err := settled(fig.Connected); err != nil {
 		return nil, err
 	}
-	after := rssKB(pid)
+	after := rssSum(pids)
+	fig.RSSPerProcessMB = nil
+	for _, p := range pids {
+		fig.RSSPerProcessMB = append(fig.RSSPerProcessMB, rssKB(p)/1024)
+	}
 	fig.RSSBaseMB, fig.RSSLoadedMB = before/1024, after/1024
 	if fig.Connected > 0 && pid > 0 {
 		fig.RSSPerConnKB = (after - before) / float64(fig.Connected)
@@ -353,18 +375,20 @@ func mixed(cfg *Config, fig *Figures, fl clients, event func() error, end func()
 func waitSubscribers(cfg *Config, ids []string, expect int) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		var list []struct {
-			ID          string `json:"id"`
-			Subscribers int    `json:"subscribers"`
-		}
-		if r, err := http.Get(strings.TrimRight(cfg.API, "/") + "/matches"); err == nil {
-			json.NewDecoder(r.Body).Decode(&list)
-			r.Body.Close()
-		}
 		got := 0
-		for _, m := range list {
-			if slices.Contains(ids, m.ID) {
-				got += m.Subscribers
+		for _, api := range append([]string{cfg.API}, cfg.NodeAPIs...) {
+			var list []struct {
+				ID          string `json:"id"`
+				Subscribers int    `json:"subscribers"`
+			}
+			if r, err := http.Get(strings.TrimRight(api, "/") + "/matches"); err == nil {
+				json.NewDecoder(r.Body).Decode(&list)
+				r.Body.Close()
+			}
+			for _, m := range list {
+				if slices.Contains(ids, m.ID) {
+					got += m.Subscribers
+				}
 			}
 		}
 		if got >= expect {
