@@ -1,4 +1,8 @@
 #!/bin/bash
+# The scale-out run of docs/performance.md: one redis-server, five matchstream nodes, 90,000 clients.
+# Run it from the repository root after `make build`, inside a network namespace so this host's
+# settings stay as they are:
+#   ip netns add msscale && ip netns exec msscale docs/scale-5-nodes.sh; ip netns del msscale
 set -u
 ip link set lo up
 sysctl -q -w net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535 net.ipv4.ip_local_port_range="10240 65535" net.ipv4.tcp_tw_reuse=1
@@ -17,7 +21,7 @@ sleep 1
 extra=""
 for i in 1 2 3 4; do extra="$extra --node-api ${APIS[$i]} --node-pid ${PIDS[$i]}"; done
 bin/matchstream bench --api ${APIS[0]} --token tok --daemon-pid ${PIDS[0]} --stream "$(IFS=,; echo "${STREAMS[*]}")" $extra \
-   -n 90000 -c 2000 --per-process 18000 --events 5 --interval 500ms --timeout 60s --json > /tmp/scale/bench.json 2>/tmp/scale/bench.err
+   -n 90000 -c 2000 --per-process 18000 --events 5 --interval 500ms --timeout 60s --json > docs/bench-5-nodes-90000.json 2>/tmp/scale/bench.err
 echo "bench rc=$?"
 echo "redis RSS: $(grep VmRSS /proc/$RPID/status)"
 for p in "${PIDS[@]}"; do echo "node $p RSS after: $(grep VmRSS /proc/$p/status)"; done
