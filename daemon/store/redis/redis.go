@@ -58,6 +58,9 @@ func Open(ctx context.Context, raw string) (*Store, error) {
 	c := goredis.NewUniversalClient(&goredis.UniversalOptions{
 		Addrs: []string{opts.Addr}, DB: opts.DB, Username: opts.Username, Password: opts.Password,
 		TLSConfig: opts.TLSConfig,
+		// Each live match holds a connection in a blocking XREAD (Follow): room for a hundred
+		// concurrent matches besides the posts. One XREAD over all streams is the next step.
+		PoolSize: 128,
 	})
 	s := &Store{c: c}
 	if err := s.Ping(ctx); err != nil {
