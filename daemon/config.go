@@ -43,7 +43,7 @@ func Default() Config {
 		ShutdownTimeout:   10 * time.Second,
 		Listen: listen.Config{API: "127.0.0.1:8888", Stream: streams, Backlog: 65535,
 			SomaxconnPath: "/proc/sys/net/core/somaxconn"},
-		Stream: stream.Config{HandshakeTimeout: 10 * time.Second, MaxLine: 1024, KeepAlive: 60 * time.Second},
+		Stream: stream.Config{HandshakeTimeout: 10 * time.Second, MaxLine: 1024, KeepAlive: 60 * time.Second, ConnBurst: 20},
 		Hub:    hub.Config{QueueLimit: 64, WriteTimeout: 30 * time.Second},
 		API:    api.Config{MaxBodySize: 1 << 20},
 	}
@@ -108,6 +108,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Hub.QueueLimit < 2 || c.Hub.QueueLimit > 1<<16 {
 		bad("client-queue: %d is outside 2-65536 frames", c.Hub.QueueLimit)
+	}
+	if c.Stream.ConnRate < 0 || c.Stream.ConnBurst < 1 {
+		bad("conn-rate must be 0 or more and conn-burst at least 1")
 	}
 	if c.Stream.SendBuffer < 0 || c.Stream.SendBuffer > 64<<20 {
 		bad("send-buffer: %d is outside 0-67108864 bytes", c.Stream.SendBuffer)

@@ -581,3 +581,49 @@ func TestConnectAcrossNodes(t *testing.T) {
 		return slices.Contains(a.stream, c.Port)
 	})
 }
+
+// kill -9 right after the API acknowledged events loses none of them: the store commits before the
+// 2xx. After the restart the match goes on from where it was.
+func TestCrashLosesNothingAcknowledged(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	lines, v3 := sampleLines(t)
+	d := startDaemon(t, state)
+	run(t, 0, "watcher", "--api", d.apiURL(), "--token", d.token(), "--speed", "0", "-q", writeFile(t, dir, "a.jsonl", lines[:17]))
+	d.kill() // SIGKILL: no shutdown path runs
+	d.start()
+	var recs []json.RawMessage
+	if d.getJSON("/matches/"+sampleID+"/events", &recs); len(recs) != 17 {
+		t.Fatalf("after kill -9: %d events, want the 17 acknowledged", len(recs))
+	}
+	c := dial(t, d.stream[0], "VERSION:3:CONNECT:r:MATCH:"+sampleID+":FROM:0\r\n", true)
+	run(t, 0, "watcher", "--api", d.apiURL(), "--token", d.token(), "--speed", "0", "-q", "--match", sampleID,
+		writeFile(t, dir, "b.jsonl", lines[17:]))
+	if got, want := c.wait(t), bytes.Join(v3, nil); !bytes.Equal(got, want) {
+		t.Fatalf("after the crash got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// With --conn-rate, one address opening connections too fast gets ERROR: rate_limited for the
+// excess, counted in /metrics; the others are served.
+func TestConnRateLimit(t *testing.T) {
+	d := startDaemon(t, filepath.Join(t.TempDir(), "state"), "--conn-rate", "1", "--conn-burst", "3")
+	limited, served := 0, 0
+	for range 10 {
+		got := dial(t, d.stream[0], "V:2:me\r\n", true).wait(t)
+		switch {
+		case bytes.HasPrefix(got, []byte("ERROR: rate_limited too many connections from 127.0.0.1\n\r\n")):
+			limited++
+		case bytes.HasPrefix(got, []byte("ERROR: not_found no live match")):
+			served++
+		default:
+			t.Fatalf("unexpected answer %q", got)
+		}
+	}
+	if served < 3 || limited < 5 {
+		t.Fatalf("served %d, limited %d: want the burst of 3 served and the excess refused", served, limited)
+	}
+	if m := d.metrics(); m[`matchstream_handshake_errors_total{code="rate_limited"}`] != float64(limited) {
+		t.Errorf("metrics count %v rate-limited, want %d", m[`matchstream_handshake_errors_total{code="rate_limited"}`], limited)
+	}
+}

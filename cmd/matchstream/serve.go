@@ -63,6 +63,10 @@ func daemonFlags() []cli.Flag {
 			Usage: "a client whose socket accepts nothing for this long is cut"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "keepalive", Value: d.Stream.KeepAlive, EnvVars: env("keepalive"),
 			Usage: "TCP keepalive idle time, to find half-open client connections (0 = off)"}),
+		altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "conn-rate", EnvVars: env("conn-rate"),
+			Usage: "new connections per second allowed from one source address (0 = no limit); over it: ERROR: rate_limited"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "conn-burst", Value: 20, EnvVars: env("conn-burst"),
+			Usage: "with --conn-rate: connections one address may open at once"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "send-buffer", EnvVars: env("send-buffer"),
 			Usage: "fixed SO_SNDBUF per client socket in bytes (0 = kernel autotuning up to tcp_wmem)"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-body", Value: d.API.MaxBodySize, EnvVars: env("max-body"),
@@ -128,6 +132,7 @@ func configFrom(c *cli.Context) (daemon.Config, error) {
 	cfg.Stream.MaxLine = c.Int("max-line")
 	cfg.Stream.KeepAlive = c.Duration("keepalive")
 	cfg.Stream.SendBuffer = c.Int("send-buffer")
+	cfg.Stream.ConnRate, cfg.Stream.ConnBurst = c.Float64("conn-rate"), c.Int("conn-burst")
 	cfg.Hub.QueueLimit = c.Int("client-queue")
 	cfg.Hub.WriteTimeout = c.Duration("write-timeout")
 	streams, err := listen.ParseRange(c.String("stream"))

@@ -22,6 +22,7 @@ const (
 	CodeTimeout            = "timeout"
 	CodeSlowConsumer       = "slow_consumer"
 	CodeShutdown           = "shutdown"
+	CodeRateLimited        = "rate_limited"
 )
 
 // Error is a protocol error: a code from the list above and a readable detail.

@@ -31,6 +31,11 @@ type Config struct {
 	HandshakeTimeout time.Duration // no connect line within this → ERROR: timeout
 	MaxLine          int           // connect line longer than this → ERROR: line_too_long
 	KeepAlive        time.Duration // TCP keepalive idle time, finds half-open connections
+	// ConnRate, when set, limits new connections per second from one source address (ConnBurst at
+	// once); connections over it get ERROR: rate_limited. Off by default: load tests and NATed
+	// audiences come from few addresses.
+	ConnRate  float64
+	ConnBurst int
 	// SendBuffer, when set, fixes each client socket's SO_SNDBUF (the kernel doubles it) instead of
 	// letting it autotune up to tcp_wmem's maximum: it bounds the kernel memory a client that stops
 	// reading can pin, and makes such a client reach the slow-consumer cut sooner.
@@ -57,15 +62,16 @@ type Server struct {
 
 	// Refused counts handshakes answered with ERROR:, by protocol error code (fixed keys).
 	Refused map[string]*atomic.Int64
+	limit   *limiter // nil: no per-address connection rate limit
 }
 
 // New returns a stream server feeding clients from reg; it starts its pollers and the handshake
 // sweeper, which Shutdown stops.
 func New(cfg Config, reg *live.Registry, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, reg: reg, log: log, stop: make(chan struct{}), accepting: []*waiter{},
-		Refused: map[string]*atomic.Int64{}}
+		Refused: map[string]*atomic.Int64{}, limit: newLimiter(cfg.ConnRate, cfg.ConnBurst)}
 	for _, code := range []string{protocol.CodeNotFound, protocol.CodeBadRequest, protocol.CodeUnsupportedVersion,
-		protocol.CodeLineTooLong, protocol.CodeTimeout} {
+		protocol.CodeLineTooLong, protocol.CodeTimeout, protocol.CodeRateLimited} {
 		s.Refused[code] = new(atomic.Int64)
 	}
 	for range runtime.GOMAXPROCS(0) {
@@ -115,8 +121,14 @@ func (s *Server) Serve(p *listen.Port) error {
 
 	var delay time.Duration
 	for {
-		fd, _, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		fd, sa, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		switch {
+		case err == nil && s.limit != nil && !s.limit.allow(addrOf(sa), time.Now()):
+			s.Refused[protocol.CodeRateLimited].Add(1)
+			frame := (&protocol.Error{Code: protocol.CodeRateLimited, Detail: "too many connections from " + addrOf(sa).String()}).Frame()
+			unix.Write(fd, frame) // a fresh socket has room for one short line
+			unix.Close(fd)
+			continue
 		case err == nil:
 			delay = 0
 			s.add(fd, p)
@@ -186,6 +198,9 @@ func (s *Server) sweep() {
 		case <-s.stop:
 			return
 		case now := <-t.C:
+			if s.limit != nil && now.Second() == 0 {
+				s.limit.prune(now)
+			}
 			s.hsMu.Lock()
 			i := 0
 			for i < len(s.hs) && !s.hs[i].deadline.After(now) {
