@@ -8,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/urfave/cli/v2"
@@ -125,6 +124,3 @@ func versionCommand() *cli.Command {
 		},
 	}
 }
-
-// timeNow is the clock of commands that stamp files (install's backups).
-func timeNow() time.Time { return time.Now() }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -68,7 +69,7 @@ func runInstall(c *cli.Context) error {
 			bin = exe
 		}
 	}
-	in := &installer.Installer{Root: root, DryRun: dry, Out: c.App.Writer, Now: timeNow}
+	in := &installer.Installer{Root: root, DryRun: dry, Out: c.App.Writer, Now: time.Now}
 	out := c.App.Writer
 	if c.Bool("uninstall") {
 		res, err := in.Uninstall()

@@ -197,10 +197,12 @@ func (h *Handler) healthz(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ok"})
 }
 
-// pick is the least-loaded stream port and the host a client should dial for it: the listener's
-// own address, or, when it listens on every address, the host the client reached the API by.
-func (h *Handler) pick(ctx *fasthttp.RequestCtx) Connect {
+// pick is the least-loaded stream port, the host a client should dial for it (the listener's own
+// address, or, when it listens on every address, the host the client reached the API by) and its
+// load.
+func (h *Handler) pick(ctx *fasthttp.RequestCtx) (Connect, int64) {
 	p := h.lns.LeastLoaded()
+	load := p.Conns.Load()
 	host := "127.0.0.1"
 	if a, ok := p.Addr().(*net.TCPAddr); ok {
 		host = a.IP.String()
@@ -211,7 +213,7 @@ func (h *Handler) pick(ctx *fasthttp.RequestCtx) Connect {
 			}
 		}
 	}
-	return Connect{Host: host, Port: p.Number()}
+	return Connect{Host: host, Port: p.Number()}, load
 }
 
 func (h *Handler) connect(ctx *fasthttp.RequestCtx) {
@@ -221,8 +223,7 @@ func (h *Handler) connect(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	best := h.pick(ctx)
-	bestLoad := h.lns.LeastLoaded().Conns.Load()
+	best, bestLoad := h.pick(ctx)
 	if h.Cluster != nil {
 		for _, n := range h.Cluster() {
 			for port, conns := range n.Ports {

@@ -194,7 +194,9 @@ func TestOriginalAPI(t *testing.T) {
 				t.Fatalf("status %d, want %d: %s", code, tc.code, body)
 			}
 			var raw bytes.Buffer
-			hdr.VisitAll(func(k, v []byte) { raw.WriteString(string(k) + ": " + string(v) + "\n") })
+			for k, v := range hdr.All() {
+				raw.WriteString(string(k) + ": " + string(v) + "\n")
+			}
 			for _, h := range []string{"Access-Control-Allow-Origin: *\n", "Match-Stream-API-Version: 1\n"} {
 				if !strings.Contains(raw.String(), h) {
 					t.Errorf("header %q missing in\n%s", h, raw.String())

@@ -36,7 +36,8 @@ const erlangEpochMs = 62167219200000
 func (h *Handler) serveV1(ctx *fasthttp.RequestCtx, rest string) {
 	switch {
 	case rest == "checkin":
-		writeJSON(ctx, fasthttp.StatusOK, map[string]int{"port": h.pick(ctx).Port})
+		c, _ := h.pick(ctx)
+		writeJSON(ctx, fasthttp.StatusOK, map[string]int{"port": c.Port})
 	case rest == "matches":
 		ids := []string{}
 		for _, s := range h.reg.List() {

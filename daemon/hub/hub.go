@@ -179,8 +179,8 @@ const parallelMin = 256
 func (h *Hub) Broadcast(posted time.Time, n int, frameFor func(version, i int) []byte, last bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var byVersion [4][][]byte // the batch is built once per version, shared by every subscriber
-	for v := range byVersion {
+	var byVersion [4][][]byte // the batch is built once per version (1-3), shared by every subscriber
+	for v := 1; v < len(byVersion); v++ {
 		byVersion[v] = make([][]byte, n)
 		for i := range n {
 			byVersion[v][i] = frameFor(v, i)

@@ -118,7 +118,6 @@ func (p *poller) close() {
 // for wake.
 type waiter struct {
 	ep, ev int
-	woken  bool
 }
 
 func newWaiter(fd int) (*waiter, error) {

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"runtime"
 	"strconv"
@@ -36,18 +35,16 @@ func stampOf(line []byte) int64 {
 
 // fleet is N client connections reading until closed, recording each stamped event's latency.
 type fleet struct {
-	conns     []net.Conn
-	connect   []time.Duration
-	refused   atomic.Int64
-	timedOut  atomic.Int64
-	otherErr  atomic.Int64
-	lat       [][]time.Duration // per client, per stamped event in arrival order
-	received  []atomic.Int64    // stamped events per client
-	lastRecv  []atomic.Int64    // unix nanos of each client's latest stamped event
-	wg        sync.WaitGroup
-	stopped   atomic.Bool
-	firstErrs sync.Map
-	ready     []atomic.Bool // a ready marker arrived (MQTT subscriptions are asynchronous)
+	conns    []net.Conn
+	connect  []time.Duration
+	refused  atomic.Int64
+	timedOut atomic.Int64
+	otherErr atomic.Int64
+	lat      [][]time.Duration // per client, per stamped event in arrival order
+	received []atomic.Int64    // stamped events per client
+	lastRecv []atomic.Int64    // unix nanos of each client's latest stamped event
+	wg       sync.WaitGroup
+	ready    []atomic.Bool // a ready marker arrived (MQTT subscriptions are asynchronous)
 }
 
 // readyMarker is published until every MQTT client has it: then all are subscribed.
@@ -92,7 +89,6 @@ func dialAll(ctx context.Context, n, c int, addrs []string, line func(i int) str
 					f.timedOut.Add(1)
 				default:
 					f.otherErr.Add(1)
-					f.firstErrs.LoadOrStore("dial", err.Error())
 				}
 				return
 			}
@@ -189,12 +185,6 @@ func (f *fleet) latencies() []time.Duration {
 		all = append(all, l...)
 	}
 	return all
-}
-
-func (f *fleet) errSummary() string {
-	s := ""
-	f.firstErrs.Range(func(k, v any) bool { s = fmt.Sprint(v); return false })
-	return s
 }
 
 func numCPU() int { return runtime.NumCPU() }

@@ -3,6 +3,7 @@ package matchfile
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	"matchstream/daemon/match"
 )
@@ -87,6 +88,15 @@ func (p *parser) eat(c byte) bool {
 	return false
 }
 
+// eatAll consumes s if the input continues with it.
+func (p *parser) eatAll(s string) bool {
+	if !strings.HasPrefix(string(p.data[p.pos:min(len(p.data), p.pos+len(s))]), s) {
+		return false
+	}
+	p.pos += len(s)
+	return true
+}
+
 func (p *parser) term(depth int) (term, error) {
 	if depth > maxDepth {
 		return term{}, p.errf("terms nested too deep")
@@ -124,7 +134,7 @@ func (p *parser) term(depth int) (term, error) {
 			}
 		}
 	case c == '<':
-		if !p.eat('<') || !p.eat('<') || !p.eat('"') {
+		if !p.eatAll(`<<"`) {
 			return term{}, p.errf(`expected <<"`)
 		}
 		start := p.pos
@@ -135,7 +145,7 @@ func (p *parser) term(depth int) (term, error) {
 			p.pos++
 		}
 		s := string(p.data[start:p.pos])
-		if !p.eat('"') || !p.eat('>') || !p.eat('>') {
+		if !p.eatAll(`">>`) {
 			return term{}, p.errf(`expected ">>`)
 		}
 		return term{kind: tBinary, text: s, line: line}, nil

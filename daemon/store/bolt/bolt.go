@@ -14,6 +14,7 @@ import (
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"matchstream/daemon/match"
 	"matchstream/daemon/store"
@@ -23,8 +24,7 @@ var matchesBucket = []byte("matches")
 
 // Store is a bbolt-backed store.Store.
 type Store struct {
-	db   *bbolt.DB
-	path string
+	db *bbolt.DB
 }
 
 // Open opens (creating if needed) the store file at path. A second daemon on the same file waits
@@ -35,7 +35,7 @@ func Open(path string, timeout time.Duration) (*Store, error) {
 	}
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
 	if err != nil {
-		if err == bbolt.ErrTimeout {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open store %s: locked by another process (is a daemon already running on it?)", path)
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -48,7 +48,7 @@ func Open(path string, timeout time.Duration) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	return &Store{db: db, path: path}, nil
+	return &Store{db: db}, nil
 }
 
 func key(seq uint64) []byte {
@@ -128,9 +128,6 @@ func (s *Store) Ping(_ context.Context) error {
 // Close implements store.Store.
 func (s *Store) Close() error { return s.db.Close() }
 
-// Path is the file the store lives in.
-func (s *Store) Path() string { return s.path }
-
 // Probe checks a store file without creating it or taking it from a running daemon: it says whether
 // the file answers, is held by a daemon, or does not exist yet (the daemon will create it).
 func Probe(path string, timeout time.Duration) (string, error) {
@@ -142,7 +139,7 @@ func Probe(path string, timeout time.Duration) (string, error) {
 		return "absent; the daemon creates it in " + dir, nil
 	}
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: timeout})
-	if err == bbolt.ErrTimeout {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return "held by the running daemon", nil
 	}
 	if err != nil {

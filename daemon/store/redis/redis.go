@@ -130,12 +130,20 @@ func (s *Store) Events(ctx context.Context, id string, from uint64) ([]match.Rec
 	if err != nil {
 		return nil, fmt.Errorf("events of %s: %w", id, err)
 	}
-	recs := make([]match.Record, 0, len(msgs))
+	recs, err := decode(nil, msgs)
+	if err != nil {
+		return nil, fmt.Errorf("events of %s: %w", id, err)
+	}
+	return recs, nil
+}
+
+// decode appends the records stream entries hold.
+func decode(recs []match.Record, msgs []goredis.XMessage) ([]match.Record, error) {
 	for _, m := range msgs {
 		raw, _ := m.Values["r"].(string)
 		var r match.Record
 		if err := json.Unmarshal([]byte(raw), &r); err != nil {
-			return nil, fmt.Errorf("events of %s: entry %s: %w", id, m.ID, err)
+			return nil, fmt.Errorf("entry %s: %w", m.ID, err)
 		}
 		recs = append(recs, r)
 	}
@@ -166,13 +174,8 @@ func (s *Store) Follow(ctx context.Context, id string, after uint64, block time.
 	}
 	var recs []match.Record
 	for _, st := range res {
-		for _, m := range st.Messages {
-			raw, _ := m.Values["r"].(string)
-			var r match.Record
-			if err := json.Unmarshal([]byte(raw), &r); err != nil {
-				return nil, fmt.Errorf("follow %s: entry %s: %w", id, m.ID, err)
-			}
-			recs = append(recs, r)
+		if recs, err = decode(recs, st.Messages); err != nil {
+			return nil, fmt.Errorf("follow %s: %w", id, err)
 		}
 	}
 	return recs, nil
