@@ -27,6 +27,11 @@ type Config struct {
 	// stream ports listen on every address).
 	NodeID        string
 	AdvertiseHost string
+	// KeepClients: on SIGTERM under systemd, hand the client connections to the fd store so the
+	// next start of the service goes on serving them (the unit needs FileDescriptorStoreMax=).
+	// Without it, or outside systemd, SIGTERM tells every client the server stops. SIGUSR2 hands
+	// them to a successor process whatever this says (outside systemd).
+	KeepClients bool
 
 	Listen listen.Config
 	Stream stream.Config

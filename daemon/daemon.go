@@ -14,10 +14,12 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -25,6 +27,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"matchstream/daemon/api"
+	"matchstream/daemon/handover"
 	"matchstream/daemon/listen"
 	"matchstream/daemon/live"
 	"matchstream/daemon/metrics"
@@ -126,6 +129,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// bolt allows one process at a time: a SIGUSR2 hand-over releases it to the successor.
+	var rel *releasable
+	if u, _ := store.ParseURL(cfg.StoreURL()); u != nil && u.Scheme == "bolt" {
+		rel = &releasable{url: cfg.StoreURL(), s: st}
+		st = rel
+	}
 	defer st.Close()
 	reg, err := live.Open(ctx, st, cfg.Hub, log)
 	if err != nil {
@@ -156,17 +165,43 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	handler.Metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(metrics.New(reg, lns, streams), promhttp.HandlerOpts{}))
 	httpSrv := handler.Server()
 
-	var wg sync.WaitGroup
-	errc := make(chan error, len(lns.Stream)+1)
-	for _, p := range lns.Stream {
-		wg.Add(1)
-		go func() { defer wg.Done(); errc <- streams.Serve(p) }()
+	if lns.Parcel != nil { // the previous process's clients: serve them before saying READY
+		conns, err := handover.Unpack(lns.Parcel)
+		lns.Parcel = nil
+		if err != nil {
+			log.Error("hand-over: the previous process's clients are lost", "err", err)
+		} else {
+			resumed, closed := streams.Adopt(conns, lns.Stream)
+			log.Info("hand-over: clients taken over", "resumed", resumed, "closed_at_once", closed)
+		}
+		daemon.SdNotify(false, handover.Unstored)
 	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	serveStreams := func() {
+		for _, p := range lns.Stream {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := streams.Serve(p); err != nil {
+					select {
+					case errc <- err:
+					default: // one error is enough to stop
+					}
+				}
+			}()
+		}
+	}
+	serveStreams()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		if err := httpSrv.Serve(lns.API); err != nil {
-			errc <- fmt.Errorf("api: %w", err)
+			select {
+			case errc <- fmt.Errorf("api: %w", err):
+			default:
+			}
 		}
 	}()
 
@@ -179,6 +214,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		"store", cfg.StoreURL(), "matches", len(reg.List()), "socket_activated", lns.Activated)
 	// READY=1 only now: listeners are up and the store has answered (live.Open read it).
 	daemon.SdNotify(false, "READY=1\n"+status(lns, reg, cfg))
+	if os.Getenv(envSuccessor) != "" {
+		// NOTIFY_SOCKET was the predecessor's, which only waited for READY=1: forget it, so this
+		// process is not taken for one run by systemd (and can hand over on SIGUSR2 in turn).
+		os.Unsetenv("NOTIFY_SOCKET")
+		os.Unsetenv(envSuccessor)
+	}
 
 	loops, stopLoops := context.WithCancel(ctx)
 	var loopsWG sync.WaitGroup
@@ -194,12 +235,56 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	go func() { defer loopsWG.Done(); statusLoop(loops, lns, reg, cfg) }()
 	go func() { defer loopsWG.Done(); watchdogLoop(loops, reg, log) }()
 
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-		if err != nil {
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
+	drain := min(2*time.Second, cfg.ShutdownTimeout/2)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			if cfg.KeepClients && os.Getenv("NOTIFY_SOCKET") != "" {
+				n, herr := handOver(streams, drain, func(p *os.File) error {
+					_, err := handover.Store(p)
+					return err
+				}, log)
+				if herr != nil {
+					log.Error("hand-over to systemd's fd store failed: clients are told the server stops", "err", herr)
+				} else {
+					log.Info("hand-over: clients left in systemd's fd store for the next start", "clients", n)
+				}
+			}
+		case err = <-errc:
 			err = fmt.Errorf("serve: %w", err)
+		case <-usr2:
+			if os.Getenv("NOTIFY_SOCKET") != "" {
+				log.Warn("SIGUSR2 ignored: under systemd, `systemctl restart matchstream` hands the clients over (--keep-clients)")
+				continue
+			}
+			var pid int
+			n, herr := handOver(streams, drain, func(p *os.File) error {
+				if rel != nil {
+					if err := rel.Release(); err != nil {
+						return err
+					}
+				}
+				var err error
+				if pid, err = spawnSuccessor(lns, p, time.Minute, log); err != nil && rel != nil {
+					if rerr := rel.Reacquire(); rerr != nil {
+						return fmt.Errorf("%w; and reopening the store failed: %w", err, rerr)
+					}
+				}
+				return err
+			}, log)
+			if herr != nil {
+				log.Error("hand-over failed: this process goes on serving", "err", herr)
+				streams.ResumeAccepting()
+				serveStreams()
+				continue
+			}
+			log.Info("hand-over: the successor serves now", "pid", pid, "clients", n)
 		}
+		break wait
 	}
 	stopLoops()
 	loopsWG.Wait()

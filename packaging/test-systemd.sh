@@ -2,7 +2,8 @@
 # The package under real systemd 252: PID 1 of a private PID+mount+net+UTS+IPC namespace booted in a
 # Debian 12 root (debootstrap minbase + systemd, cached). In it: the sockets start at boot, a client
 # connecting starts the service (doctor as ExecStartPre), watches the sample match; the service is
-# restarted twice while clients keep connecting and none is refused; `systemctl status` shows the
+# restarted twice while clients keep connecting and none is refused, then three times mid-match with
+# 2,000 clients watching, each of whom gets every event once; `systemctl status` shows the
 # STATUS= line; `journalctl -u matchstream` has structured fields. Bounded; the namespace and its
 # mounts die with it. This machine's settings are untouched: systemd-sysctl is masked (fs.* are
 # global), and the per-namespace socket knobs are set inside the private network namespace only.
@@ -67,6 +68,12 @@ sed -i 's/^target-connections = .*/target-connections = 1000/' "$root/etc/matchs
 cp "$here/testdata/matches/elp-tig-2011-09-10.jsonl" "$root/root/match.jsonl"
 head -1 "$root/root/match.jsonl" > "$root/root/start.jsonl"
 tail -n +2 "$root/root/match.jsonl" > "$root/root/rest.jsonl"
+# A second match, live during the restarts: the same events under another start date (and id).
+sed 's/"start_date":"2011-09-10"/"start_date":"2011-09-11"/' "$root/root/start.jsonl" > "$root/root/start2.jsonl"
+sed -n 2,9p "$root/root/match.jsonl" > "$root/root/part1.jsonl"
+sed -n 10,17p "$root/root/match.jsonl" > "$root/root/part2.jsonl"
+sed -n 18,25p "$root/root/match.jsonl" > "$root/root/part3.jsonl"
+sed -n '26,$p' "$root/root/match.jsonl" > "$root/root/part4.jsonl"
 
 cat > "$work/boot.sh" <<BOOT
 #!/bin/sh
@@ -133,4 +140,32 @@ after=$($NS systemctl show -p MainPID --value matchstream.service)
 [ "$before" != "$after" ] || fail "the service was not restarted"
 wait $client || fail "clients during the restarts: $(cat "$work/restart")"
 grep -q "^ok: 2000 users" "$work/restart" || fail "clients during the restarts: $(cat "$work/restart")"
+
+step "restart three times mid-match with 2,000 clients watching: none dropped, every event once"
+live=elp-tig-2011-09-11
+watching() {
+	$NS python3 -c 'import json,sys,urllib.request; m=[x for x in json.load(urllib.request.urlopen("http://127.0.0.1:8888/matches")) if x["id"]==sys.argv[1]]; exit(0 if m and m[0]["subscribers"]>=int(sys.argv[2]) else 1)' "$live" "$1" 2>/dev/null
+}
+$NS timeout 60 matchstream watcher --api http://127.0.0.1:8888 --token-file /etc/matchstream/watcher.token --speed 0 -q /root/start2.jsonl >/dev/null
+$NS timeout 170 matchstream client --api http://127.0.0.1:8888 --match $live -n 1000 -c 100 --protocol 1 --timeout 160s > "$work/held1" 2>&1 &
+held1=$!
+$NS timeout 170 matchstream client --api http://127.0.0.1:8888 --match $live -n 1000 -c 100 --protocol 3 --timeout 160s > "$work/held3" 2>&1 &
+held3=$!
+for _ in $(seq 600); do watching 2000 && break; sleep 0.1; done
+watching 2000 || fail "2,000 clients did not all subscribe: $(cat "$work/held1" "$work/held3")"
+for part in 1 2 3; do
+	$NS timeout 60 matchstream watcher --api http://127.0.0.1:8888 --token-file /etc/matchstream/watcher.token --speed 0 -q \
+		--match $live /root/part$part.jsonl >/dev/null
+	$NS systemctl restart matchstream.service
+	watching 2000 || fail "restart $part: fewer than 2,000 subscribers after it"
+done
+$NS timeout 60 matchstream watcher --api http://127.0.0.1:8888 --token-file /etc/matchstream/watcher.token --speed 0 -q \
+	--match $live /root/part4.jsonl >/dev/null
+wait $held1 || fail "v1 clients across the restarts: $(cat "$work/held1")"
+wait $held3 || fail "v3 clients across the restarts: $(cat "$work/held3")"
+grep -q "^ok: 1000 users watched $live to the end (protocol 1): 30 events each" "$work/held1" || fail "v1: $(cat "$work/held1")"
+grep -q "^ok: 1000 users watched $live to the end (protocol 3): 30 events each" "$work/held3" || fail "v3: $(cat "$work/held3")"
+taken=$($NS journalctl -u matchstream --no-pager | grep -c "hand-over: clients taken over resumed=2000 " || true)
+[ "$taken" = 3 ] || fail "want 3 hand-overs of 2,000 clients in the journal, found $taken"
+[ "$($NS systemctl show -p NFileDescriptorStore --value matchstream.service)" = 0 ] || fail "the fd store is not empty after the last start"
 step "OK"

@@ -67,6 +67,8 @@ func daemonFlags() []cli.Flag {
 			Usage: "new connections per second allowed from one source address (0 = no limit); over it: ERROR: rate_limited"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "conn-burst", Value: 20, EnvVars: env("conn-burst"),
 			Usage: "with --conn-rate: connections one address may open at once"}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "keep-clients", EnvVars: env("keep-clients"),
+			Usage: "under systemd, SIGTERM leaves the clients in the fd store for the next start (needs FileDescriptorStoreMax= in the unit, as shipped) instead of telling them the server stops"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "send-buffer", EnvVars: env("send-buffer"),
 			Usage: "fixed SO_SNDBUF per client socket in bytes (0 = kernel autotuning up to tcp_wmem)"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-body", Value: d.API.MaxBodySize, EnvVars: env("max-body"),
@@ -82,7 +84,11 @@ func serveCommand() *cli.Command {
 		Description: "Holds client TCP connections on the stream ports and fans match events out to them.\n" +
 			"Under systemd socket activation the listeners come from matchstream.socket (fds named\n" +
 			"\"stream\") and matchstream-api.socket (\"api\"); otherwise serve binds them itself.\n" +
-			"SIGINT/SIGTERM shut it down cleanly.",
+			"SIGINT/SIGTERM shut it down cleanly: every client is told the server stops. With --keep-clients\n" +
+			"under systemd, SIGTERM instead leaves the clients in systemd's fd store and the next start goes on\n" +
+			"serving them (systemctl restart drops nobody). Outside systemd, SIGUSR2 starts a successor (the\n" +
+			"binary now at the same path, same arguments), hands it the listeners and every client, and exits\n" +
+			"once it is ready; if the successor fails, this process goes on serving.",
 		Flags:  flags,
 		Before: withConfigFile(flags),
 		Action: func(c *cli.Context) error {
@@ -135,6 +141,7 @@ func configFrom(c *cli.Context) (daemon.Config, error) {
 	cfg.Stream.ConnRate, cfg.Stream.ConnBurst = c.Float64("conn-rate"), c.Int("conn-burst")
 	cfg.Hub.QueueLimit = c.Int("client-queue")
 	cfg.Hub.WriteTimeout = c.Duration("write-timeout")
+	cfg.KeepClients = c.Bool("keep-clients")
 	streams, err := listen.ParseRange(c.String("stream"))
 	if err != nil {
 		return cfg, usageErr(err, "")

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -194,7 +195,8 @@ func (h *Handler) healthz(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusServiceUnavailable, "store: "+err.Error())
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ok"})
+	// The pid tells an operator (and the hand-over test) which process answers.
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "pid": os.Getpid()})
 }
 
 // pick is the least-loaded stream port, the host a client should dial for it (the listener's own
@@ -341,6 +343,9 @@ func (h *Handler) post(ctx *fasthttp.RequestCtx, id string) {
 		h.log.Error("post events", "match", id, "err", err)
 		writeError(ctx, fasthttp.StatusGatewayTimeout, "the store did not confirm: the events may or may not be stored; "+
 			"GET /matches/"+id+"/events before posting them again")
+	case errors.Is(err, live.ErrHandingOver):
+		ctx.Response.Header.Set("Retry-After", "1")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "restarting, nothing was accepted: retry")
 	case errors.Is(err, live.ErrStore):
 		h.log.Error("post events", "match", id, "err", err)
 		ctx.Response.Header.Set("Retry-After", "1")

@@ -76,6 +76,8 @@ func (st *Stats) count(version int, delta int64) {
 
 // Hub fans out one match.
 type Hub struct {
+	// Name is what the hub fans out (the match id), for whoever holds one of its subscribers.
+	Name  string
 	cfg   Config
 	log   *slog.Logger
 	stats *Stats
@@ -126,10 +128,51 @@ func (h *Hub) Subscribe(conn Conn, version int, first [][]byte, last bool) *Subs
 		last = true
 	}
 	h.mu.Unlock()
-	if !s.deliver(first, last, false, time.Time{}) {
+	if (len(first) > 0 || last) && !s.deliver(first, last, false, time.Time{}) {
 		s.Leave()
 	}
 	return s
+}
+
+// Detach takes the subscriber out of the hub without closing or writing to its connection, for
+// handing the connection to a successor process. It succeeds only for a subscriber with nothing
+// queued or being written, so the client has received exactly whole frames; afterwards nothing
+// in the hub touches the connection again.
+func (s *Subscriber) Detach() bool {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.writing || len(s.queue) > 0 || s.done || s.closed {
+		return false
+	}
+	h.removeLocked(s)
+	s.done, s.closed = true, true
+	return true
+}
+
+// Match is the name of the hub the subscriber belongs to.
+func (s *Subscriber) Match() string { return s.hub.Name }
+
+// Busy reports whether the subscriber has frames queued or being written.
+func (s *Subscriber) Busy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.writing || len(s.queue) > 0
+}
+
+// Busy reports whether any subscriber has frames queued or being written.
+func (h *Hub) Busy() bool {
+	h.mu.Lock()
+	subs := slices.Clone(h.subs)
+	h.mu.Unlock()
+	for _, s := range subs {
+		if s.Busy() {
+			return true
+		}
+	}
+	return false
 }
 
 // Len is the number of subscribers.

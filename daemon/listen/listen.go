@@ -20,6 +20,8 @@ import (
 
 	"github.com/coreos/go-systemd/v22/activation"
 	"golang.org/x/sys/unix"
+
+	"matchstream/daemon/handover"
 )
 
 // Names of the file descriptors the socket units pass (FileDescriptorName=).
@@ -82,6 +84,9 @@ type Set struct {
 	API       net.Listener
 	Stream    []*Port
 	Activated bool // the sockets came from systemd
+	// Parcel is the previous process's client connections (package handover), when it was
+	// passed with the listeners under the name handover.FDName; the daemon unpacks and closes it.
+	Parcel *os.File
 }
 
 // Open takes the listeners from socket activation when LISTEN_FDS is set for this process, or
@@ -121,6 +126,13 @@ func fromActivation(log *slog.Logger) (*Set, error) {
 	files := activation.Files(true)
 	s := &Set{Activated: true}
 	for _, f := range files {
+		if f.Name() == handover.FDName {
+			if s.Parcel != nil {
+				s.Parcel.Close()
+			}
+			s.Parcel = f // not a listener: net.FileListener would accept it without complaint
+			continue
+		}
 		ln, err := net.FileListener(f)
 		f.Close()
 		if err != nil {
@@ -150,8 +162,11 @@ func fromActivation(log *slog.Logger) (*Set, error) {
 	return s, nil
 }
 
-// Close closes every listener.
+// Close closes every listener (and the parcel, if still here).
 func (s *Set) Close() {
+	if s.Parcel != nil {
+		s.Parcel.Close()
+	}
 	if s.API != nil {
 		s.API.Close()
 	}

@@ -34,6 +34,9 @@ type Registry struct {
 
 	mu      sync.RWMutex
 	matches map[string]*Match
+	// frozen: a hand-over to a successor process is under way; no post, ingest or subscription
+	// may change a match or write to a client (read under each match's lock).
+	frozen atomic.Bool
 }
 
 // Match is one match: its state and history, guarded by one mutex that also serialises appends
@@ -74,6 +77,7 @@ func Open(ctx context.Context, st store.Store, hubc hub.Config, log *slog.Logger
 
 func (r *Registry) newMatch(id string) *Match {
 	m := &Match{id: id, hub: hub.New(r.hubc, r.log.With("match", id), &r.Stats)}
+	m.hub.Name = id
 	m.state.ID = id
 	m.state.Period = match.NotStarted
 	return m
@@ -105,6 +109,9 @@ func (r *Registry) Ingest(ctx context.Context, id string, recs []match.Record) e
 	m, _ := r.getOrCreate(id, true)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if r.frozen.Load() {
+		return ErrHandingOver // the caller retries; after a failed hand-over it catches up
+	}
 	return r.catchUpLocked(ctx, m, recs)
 }
 
@@ -150,6 +157,10 @@ type EventError struct {
 func (e *EventError) Error() string { return fmt.Sprintf("event %d: %v", e.Index, e.Err) }
 func (e *EventError) Unwrap() error { return e.Err }
 
+// ErrHandingOver refuses a post or subscription while the daemon hands its clients to a successor
+// process: it is brief, and the post may be made again (the successor takes it).
+var ErrHandingOver = errors.New("handing over to a new process; try again")
+
 // ErrStore wraps a store failure: the events were not accepted and may be posted again.
 var ErrStore = errors.New("store unavailable")
 
@@ -167,6 +178,10 @@ func (r *Registry) Post(ctx context.Context, id string, events []match.Event) ([
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if r.frozen.Load() {
+		r.dropIfEmpty(m, created)
+		return nil, ErrHandingOver
+	}
 	var next match.State
 	var recs []match.Record
 	for attempt := 0; ; attempt++ {
@@ -259,6 +274,9 @@ func (r *Registry) Subscribe(conn hub.Conn, req protocol.Request, now time.Time)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if r.frozen.Load() {
+		return nil, ErrHandingOver
+	}
 	if m.state.Seq == 0 { // created by a post still being stored
 		return nil, &protocol.Error{Code: protocol.CodeNotFound, Detail: id}
 	}
@@ -275,6 +293,69 @@ func (r *Registry) Subscribe(conn hub.Conn, req protocol.Request, now time.Time)
 		first = [][]byte{protocol.RenderStatus(&m.state, now).For(req.Version)}
 	}
 	return m.hub.Subscribe(conn, req.Version, first, !m.state.Live()), nil
+}
+
+// Freeze stops every change: once it returns, no post, ingest or subscription is in progress and
+// new ones fail with ErrHandingOver, so no hub writes to a client except to finish what it queued.
+func (r *Registry) Freeze() {
+	r.frozen.Store(true)
+	for _, m := range r.snapshot() {
+		m.mu.Lock()
+		m.mu.Unlock() // a barrier: whoever held the lock has finished
+	}
+}
+
+// Busy reports whether any subscriber of any match has frames queued or being written.
+func (r *Registry) Busy() bool {
+	for _, m := range r.snapshot() {
+		if m.hub.Busy() {
+			return true
+		}
+	}
+	return false
+}
+
+// Thaw undoes Freeze (the hand-over failed and this process goes on serving).
+func (r *Registry) Thaw() { r.frozen.Store(false) }
+
+// Detach takes an idle subscriber out of its match for a hand-over and returns its match and the
+// seq of the last event it was sent. The registry must be frozen, so every idle subscriber of a
+// match has been sent exactly the match's events so far.
+func (r *Registry) Detach(sub *hub.Subscriber) (id string, seq uint64, ok bool) {
+	r.mu.RLock()
+	m := r.matches[sub.Match()]
+	r.mu.RUnlock()
+	if m == nil || !r.frozen.Load() {
+		return "", 0, false
+	}
+	m.mu.Lock()
+	seq = m.state.Seq
+	m.mu.Unlock()
+	if !sub.Detach() {
+		return "", 0, false
+	}
+	return m.id, seq, true
+}
+
+// Resume subscribes a connection handed over by the previous process, which had sent it match id's
+// events up to seq in protocol version: it is sent what came after, then follows live as before.
+func (r *Registry) Resume(conn hub.Conn, id string, version int, seq uint64) (*hub.Subscriber, error) {
+	r.mu.RLock()
+	m := r.matches[id]
+	r.mu.RUnlock()
+	if m == nil {
+		return nil, &protocol.Error{Code: protocol.CodeNotFound, Detail: id}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if seq > m.state.Seq {
+		return nil, fmt.Errorf("resume %s after %d: the store has only %d events", id, seq, m.state.Seq)
+	}
+	var missed [][]byte
+	for _, f := range m.frames[seq:] {
+		missed = append(missed, f.For(version))
+	}
+	return m.hub.Subscribe(conn, version, missed, !m.state.Live()), nil
 }
 
 // Current is the live match a V:2 client watches: the one that started last.
@@ -504,7 +585,9 @@ func (r *Registry) follow(ctx context.Context, f store.Follower, m *Match) {
 			if ctx.Err() != nil {
 				return
 			}
-			r.log.Warn("store: following match", "match", m.id, "err", err, "retry_in", backoff)
+			if !errors.Is(err, ErrHandingOver) { // brief, and expected
+				r.log.Warn("store: following match", "match", m.id, "err", err, "retry_in", backoff)
+			}
 			select {
 			case <-time.After(backoff):
 			case <-ctx.Done():

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"errors"
 	"io"
 	"os"
 	"sync"
@@ -10,6 +11,7 @@ import (
 
 	"matchstream/daemon/hub"
 	"matchstream/daemon/listen"
+	"matchstream/daemon/live"
 	"matchstream/daemon/protocol"
 )
 
@@ -114,6 +116,13 @@ func (c *conn) handshake(eof bool) bool {
 			if sub, err = c.srv.reg.Subscribe(c, req, time.Now()); err == nil {
 				c.sub, c.buf = sub, nil
 				return false // keep draining: whatever else it sent is ignored
+			}
+			if errors.Is(err, live.ErrHandingOver) {
+				// Keep the line: the successor (or this process, if the hand-over fails) answers it.
+				c.mu.Lock()
+				c.handshaking = true
+				c.mu.Unlock()
+				return true
 			}
 		}
 	}
@@ -286,3 +295,26 @@ func (c *conn) Close() error {
 }
 
 var _ io.Writer = (*conn)(nil)
+
+// detach makes the connection closed for this process without closing the socket, which is being
+// handed to a successor: nothing here reads or writes it any more.
+func (c *conn) detach() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.closed = true
+	c.poller.remove(c)
+	return true
+}
+
+// reattach undoes detach (the hand-over failed).
+func (c *conn) reattach() {
+	c.mu.Lock()
+	c.closed = false
+	c.mu.Unlock()
+	if err := c.poller.add(c); err != nil {
+		c.Close()
+	}
+}

@@ -19,6 +19,9 @@ type poller struct {
 	mu    sync.RWMutex
 	conns map[int32]*conn
 	done  bool
+	// dispatch is held while a batch of events is handled, so a hand-over can pause the poller
+	// between batches and read connection state the poller goroutine otherwise owns.
+	dispatch sync.Mutex
 }
 
 func newPoller(s *Server) (*poller, error) {
@@ -81,8 +84,10 @@ func (p *poller) run() {
 			p.srv.log.Error("epoll_wait", "err", err)
 			return
 		}
+		p.dispatch.Lock()
 		for _, ev := range events[:n] {
 			if int(ev.Fd) == p.wakeFd {
+				p.dispatch.Unlock()
 				return
 			}
 			p.mu.RLock()
@@ -98,6 +103,7 @@ func (p *poller) run() {
 				c.readable(ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0)
 			}
 		}
+		p.dispatch.Unlock()
 	}
 }
 

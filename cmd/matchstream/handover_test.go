@@ -1,0 +1,397 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// fakeSystemd plays PID 1's part for one service, as far as the daemon can tell: it holds the
+// listening sockets across restarts, starts the daemon with LISTEN_FDS/LISTEN_FDNAMES/LISTEN_PID,
+// reads NOTIFY_SOCKET (READY=1, FDSTORE=1 with descriptors, FDSTOREREMOVE=1) and passes stored
+// descriptors to the next start after the sockets, named by their FDNAME, as systemd 252 does.
+type fakeSystemd struct {
+	t       *testing.T
+	args    []string
+	sockets []*os.File // stream..., api
+	names   []string
+	notify  *net.UnixConn
+	path    string
+	stored  []storedFD
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	log     *syncBuffer
+	api     int
+	stream  []int
+}
+
+type storedFD struct {
+	name string
+	f    *os.File
+}
+
+func newFakeSystemd(t *testing.T, stateDir string, extra ...string) *fakeSystemd {
+	t.Helper()
+	api, stream := freePorts(t, 4)
+	h := &fakeSystemd{t: t, log: &syncBuffer{}, api: api, stream: stream}
+	listen := func(port int, name string) {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := ln.(*net.TCPListener).File()
+		ln.Close() // f holds the socket
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		h.sockets, h.names = append(h.sockets, f), append(h.names, name)
+	}
+	for _, p := range stream {
+		listen(p, "stream")
+	}
+	listen(api, "api")
+	h.path = filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: h.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	h.notify = conn
+	h.args = append([]string{"serve", "--config", "/dev/null", "--state-dir", stateDir,
+		"--api", fmt.Sprintf("127.0.0.1:%d", api), "--log-level", "debug",
+		"--stream", fmt.Sprintf("127.0.0.1:%d-%d", stream[0], stream[len(stream)-1])}, extra...)
+	return h
+}
+
+// start runs the daemon and waits for READY=1.
+func (h *fakeSystemd) start() {
+	h.t.Helper()
+	files, names := append([]*os.File{}, h.sockets...), append([]string{}, h.names...)
+	for _, s := range h.stored {
+		files, names = append(files, s.f), append(names, s.name)
+	}
+	h.cmd = exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"`, binary}, h.args...)...)
+	h.cmd.Env = append(os.Environ(), "LISTEN_FDS="+strconv.Itoa(len(files)),
+		"LISTEN_FDNAMES="+strings.Join(names, ":"), "NOTIFY_SOCKET="+h.path)
+	h.cmd.ExtraFiles = files
+	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
+	if err := h.cmd.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.exited = make(chan struct{})
+	go func() { h.cmd.Wait(); close(h.exited) }()
+	cmd := h.cmd
+	h.t.Cleanup(func() { cmd.Process.Kill() })
+	deadline := time.Now().Add(60 * time.Second)
+	for !h.receive(time.Until(deadline)) {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("no READY=1 within 60 s:\n%s", h.log.String())
+		}
+	}
+}
+
+// receive handles notify messages until READY=1 (true) or until none comes within wait.
+func (h *fakeSystemd) receive(wait time.Duration) bool {
+	buf, oob := make([]byte, 4096), make([]byte, unix.CmsgSpace(253*4))
+	for {
+		h.notify.SetReadDeadline(time.Now().Add(wait))
+		n, oobn, _, _, err := h.notify.ReadMsgUnix(buf, oob)
+		if err != nil {
+			return false
+		}
+		var fds []int
+		if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+			for _, m := range msgs {
+				if got, err := unix.ParseUnixRights(&m); err == nil {
+					fds = append(fds, got...)
+				}
+			}
+		}
+		kv := map[string]string{}
+		for _, line := range strings.Split(string(buf[:n]), "\n") {
+			k, v, _ := strings.Cut(line, "=")
+			kv[k] = v
+		}
+		switch {
+		case kv["FDSTORE"] == "1":
+			for _, fd := range fds {
+				h.stored = append(h.stored, storedFD{kv["FDNAME"], os.NewFile(uintptr(fd), kv["FDNAME"])})
+			}
+		case kv["FDSTOREREMOVE"] == "1":
+			kept := h.stored[:0]
+			for _, s := range h.stored {
+				if s.name == kv["FDNAME"] {
+					s.f.Close()
+				} else {
+					kept = append(kept, s)
+				}
+			}
+			h.stored = kept
+		default:
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+		}
+		if kv["READY"] == "1" {
+			return true
+		}
+	}
+}
+
+// restart is `systemctl restart`: SIGTERM, wait for the exit, keep what was stored, start again.
+func (h *fakeSystemd) restart() {
+	h.t.Helper()
+	h.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-h.exited:
+	case <-time.After(30 * time.Second):
+		h.t.Fatalf("daemon did not stop on SIGTERM:\n%s", h.log.String())
+	}
+	if code := h.cmd.ProcessState.ExitCode(); code != 0 {
+		h.t.Fatalf("daemon exited %d:\n%s", code, h.log.String())
+	}
+	h.receive(100 * time.Millisecond) // what it sent before exiting is queued here
+	h.start()
+}
+
+func (h *fakeSystemd) url(path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d%s", h.api, path)
+}
+
+// watchers connects clients and checks, at the end, that each got the whole match exactly once.
+type watchers struct {
+	mu      sync.Mutex
+	v1, v3  []*rawClient
+	refused int
+}
+
+func (w *watchers) connect(t *testing.T, port int, v3 bool, i int) {
+	line := fmt.Sprintf("VERSION:1:CONNECT:u%d:MATCH:%s\r\n", i, sampleID)
+	if v3 {
+		line = fmt.Sprintf("VERSION:3:CONNECT:u%d:MATCH:%s\r\n", i, sampleID)
+	}
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
+	if err != nil {
+		w.mu.Lock()
+		w.refused++
+		w.mu.Unlock()
+		return
+	}
+	t.Cleanup(func() { c.Close() })
+	c.Write([]byte(line))
+	rc := &rawClient{conn: c, done: make(chan struct{})}
+	go rc.readAll()
+	w.mu.Lock()
+	if v3 {
+		w.v3 = append(w.v3, rc)
+	} else {
+		w.v1 = append(w.v1, rc)
+	}
+	w.mu.Unlock()
+}
+
+// check waits for every client to be closed after the end event and checks its stream: the status
+// as of when it connected, then every later event once, and nothing else (no shutdown notice).
+func (w *watchers) check(t *testing.T, v3 [][]byte) {
+	t.Helper()
+	for i, c := range w.v3 {
+		got := c.wait(t)
+		var st struct {
+			Seq int `json:"seq"`
+		}
+		first, _, _ := bytes.Cut(got, []byte("\n"))
+		if err := json.Unmarshal(first, &st); err != nil {
+			t.Fatalf("v3 client %d: first line %q", i, first)
+		}
+		checkV3(t, fmt.Sprintf("v3 client %d", i), got, v3, st.Seq, false)
+	}
+	for i, c := range w.v1 {
+		checkV1(t, fmt.Sprintf("v1 client %d", i), c.wait(t), "", 2)
+	}
+}
+
+// The daemon is restarted three times mid-match by a harness that plays systemd, with 2,000
+// clients watching and more connecting during the restarts: no connect is refused, no client is
+// dropped, and every client gets every event exactly once, in order.
+func TestRestartKeepsClients(t *testing.T) {
+	dir := t.TempDir()
+	h := newFakeSystemd(t, filepath.Join(dir, "state"), "--keep-clients")
+	h.start()
+	lines, v3 := sampleLines(t)
+	token := stateToken(t, filepath.Join(dir, "state"))
+	post := func(part []string, name string) {
+		run(t, 0, "watcher", "--api", h.url(""), "--token", token, "--speed", "0", "-q", "--match", sampleID,
+			writeFile(t, dir, name, part))
+	}
+	post(lines[:1], "start.jsonl")
+
+	w := &watchers{}
+	const n = 2000
+	for i := range n {
+		w.connect(t, h.stream[i%len(h.stream)], i%2 == 1, i)
+	}
+	waitUntil(t, "2,000 subscribers", 60*time.Second, func() bool { return subscribersAt(h.url("/matches")) == n })
+
+	rest := lines[1:]
+	chunk := (len(rest) + 3) / 4
+	late := 0
+	for r := range 3 {
+		post(rest[r*chunk:(r+1)*chunk], fmt.Sprintf("part%d.jsonl", r))
+		// Clients keep arriving while the daemon restarts; the backlog holds them.
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				w.connect(t, h.stream[late%len(h.stream)], true, n+late)
+				late++
+				time.Sleep(2 * time.Millisecond) // a trickle, not a flood: this is not a load test
+			}
+		}()
+		h.restart()
+		close(stop)
+		wg.Wait()
+		if len(h.stored) != 0 {
+			t.Fatalf("restart %d: the new process left %d descriptors in the fd store", r+1, len(h.stored))
+		}
+		if !strings.Contains(h.log.String(), "clients taken over") {
+			t.Fatalf("restart %d: no clients taken over:\n%s", r+1, h.log.String())
+		}
+	}
+	post(rest[3*chunk:], "part3.jsonl")
+	if w.refused != 0 {
+		t.Fatalf("%d connects refused during the restarts", w.refused)
+	}
+	w.check(t, v3)
+	t.Logf("%d clients from the start and %d that connected during the restarts got the whole match exactly once", n, late)
+}
+
+// Outside systemd, SIGUSR2 starts a successor which takes the listeners and every client: the old
+// process exits, the clients notice nothing, and posts go on through the successor.
+func TestHandoverOnSIGUSR2(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	api, stream := freePorts(t, 2)
+	logf, err := os.Create(filepath.Join(dir, "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	// Output to a file, not a pipe: the successor inherits it, and outlives this process.
+	cmd := exec.Command(binary, "serve", "--config", "/dev/null", "--state-dir", state, "--log-level", "debug",
+		"--api", fmt.Sprintf("127.0.0.1:%d", api), "--stream", fmt.Sprintf("127.0.0.1:%d-%d", stream[0], stream[1]))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	url := func(p string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", api, p) }
+	logText := func() string { b, _ := os.ReadFile(logf.Name()); return string(b) }
+	var health struct{ Pid int }
+	waitUntil(t, "daemon healthy", 20*time.Second, func() bool { return getJSONAt(url("/healthz"), &health) == 200 })
+	if health.Pid != cmd.Process.Pid {
+		t.Fatalf("/healthz pid %d, want %d", health.Pid, cmd.Process.Pid)
+	}
+
+	lines, v3 := sampleLines(t)
+	token := stateToken(t, state)
+	post := func(part []string, name string) {
+		run(t, 0, "watcher", "--api", url(""), "--token", token, "--speed", "0", "-q", "--match", sampleID,
+			writeFile(t, dir, name, part))
+	}
+	post(lines[:1], "start.jsonl")
+	w := &watchers{}
+	for i := range 200 {
+		w.connect(t, stream[i%2], i%2 == 1, i)
+	}
+	waitUntil(t, "200 subscribers", 30*time.Second, func() bool { return subscribersAt(url("/matches")) == 200 })
+	post(lines[1:20], "part1.jsonl")
+	// One client is in the middle of its connect line at the hand-over.
+	half := dial(t, stream[0], "VERSION:3:CONNECT:slow:MA", true)
+
+	cmd.Process.Signal(syscall.SIGUSR2)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("old process: %v\n%s", err, logText())
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatalf("old process still running after SIGUSR2:\n%s", logText())
+	}
+	waitUntil(t, "successor healthy", 20*time.Second, func() bool {
+		return getJSONAt(url("/healthz"), &health) == 200 && health.Pid != cmd.Process.Pid
+	})
+	t.Cleanup(func() { syscall.Kill(health.Pid, syscall.SIGKILL) })
+	if !strings.Contains(logText(), "hand-over: the successor serves now") {
+		t.Fatalf("no hand-over in the log:\n%s", logText())
+	}
+	half.conn.Write([]byte("TCH:" + sampleID + ":FROM:20\r\n"))
+	post(lines[20:], "part2.jsonl")
+	w.check(t, v3)
+	if got, want := half.wait(t), bytes.Join(v3[20:], nil); !bytes.Equal(got, want) {
+		t.Fatalf("the client that was mid-handshake got\n%s\nwant\n%s", got, want)
+	}
+	syscall.Kill(health.Pid, syscall.SIGTERM)
+}
+
+func stateToken(t *testing.T, stateDir string) string {
+	t.Helper()
+	var tok []byte
+	waitUntil(t, "watcher token", 20*time.Second, func() bool {
+		b, err := os.ReadFile(filepath.Join(stateDir, "watcher.token"))
+		tok = b
+		return err == nil && len(bytes.TrimSpace(b)) > 0
+	})
+	return string(bytes.TrimSpace(tok))
+}
+
+func getJSONAt(url string, v any) int {
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(url)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return 0
+	}
+	return resp.StatusCode
+}
+
+// subscribersAt is the number of subscribers of the sample match per GET /matches at url.
+func subscribersAt(url string) int {
+	var ms []struct {
+		ID          string `json:"id"`
+		Subscribers int    `json:"subscribers"`
+	}
+	if getJSONAt(url, &ms) != 200 {
+		return -1
+	}
+	for _, m := range ms {
+		if m.ID == sampleID {
+			return m.Subscribers
+		}
+	}
+	return -1
+}
