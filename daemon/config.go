@@ -32,6 +32,9 @@ type Config struct {
 	// Without it, or outside systemd, SIGTERM tells every client the server stops. SIGUSR2 hands
 	// them to a successor process whatever this says (outside systemd).
 	KeepClients bool
+	// SSEHeartbeat is how often Server-Sent Events clients get a comment line, so proxies and NATs
+	// do not time an idle stream out.
+	SSEHeartbeat time.Duration
 
 	Listen listen.Config
 	Stream stream.Config
@@ -46,6 +49,7 @@ func Default() Config {
 		StateDir:          DefaultStateDir,
 		TargetConnections: 1_000_000,
 		ShutdownTimeout:   10 * time.Second,
+		SSEHeartbeat:      15 * time.Second,
 		Listen: listen.Config{API: "127.0.0.1:8888", Stream: streams, Backlog: 65535,
 			SomaxconnPath: "/proc/sys/net/core/somaxconn"},
 		Stream: stream.Config{HandshakeTimeout: 10 * time.Second, MaxLine: 1024, KeepAlive: 60 * time.Second, ConnBurst: 20},

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -152,6 +153,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	handler := api.New(cfg.API, reg, lns, log, ready.Load)
+	// Server-Sent Events connections arrive on the API port and are served by the stream layer;
+	// this counts them.
+	ssePort := &listen.Port{Listener: lns.API}
+	handler.Streams = func(fd int, id string, after uint64, resume bool, head []byte) error {
+		return streams.AttachSSE(fd, ssePort, id, after, resume, head)
+	}
 	var cluster atomic.Pointer[[]store.NodeLoad]
 	presence, shared := st.(store.Presence)
 	if shared {
@@ -171,7 +178,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		if err != nil {
 			log.Error("hand-over: the previous process's clients are lost", "err", err)
 		} else {
-			resumed, closed := streams.Adopt(conns, lns.Stream)
+			resumed, closed := streams.Adopt(conns, append(slices.Clone(lns.Stream), ssePort))
 			log.Info("hand-over: clients taken over", "resumed", resumed, "closed_at_once", closed)
 		}
 		daemon.SdNotify(false, handover.Unstored)
@@ -231,8 +238,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		loopsWG.Add(1)
 		go func() { defer loopsWG.Done(); announceLoop(loops, presence, &cluster, lns, cfg, log) }()
 	}
-	loopsWG.Add(2)
-	go func() { defer loopsWG.Done(); statusLoop(loops, lns, reg, cfg) }()
+	loopsWG.Add(3)
+	go func() { // keeps `systemctl status` current
+		defer loopsWG.Done()
+		every(loops, 5*time.Second, func() { daemon.SdNotify(false, status(lns, reg, cfg)) })
+	}()
+	go func() { defer loopsWG.Done(); every(loops, cfg.SSEHeartbeat, reg.Heartbeat) }()
 	go func() { defer loopsWG.Done(); watchdogLoop(loops, reg, log) }()
 
 	usr2 := make(chan os.Signal, 1)
@@ -296,6 +307,7 @@ wait:
 	lns.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	handler.Stop() // long-polls return now rather than hold the shutdown
 	httpSrv.ShutdownWithContext(sctx)
 	reg.Shutdown()
 	drainUntil(sctx, lns, 2*time.Second)
@@ -360,16 +372,19 @@ func announceLoop(ctx context.Context, p store.Presence, view *atomic.Pointer[[]
 	}
 }
 
-// statusLoop keeps `systemctl status` current.
-func statusLoop(ctx context.Context, lns *listen.Set, reg *live.Registry, cfg Config) {
-	t := time.NewTicker(5 * time.Second)
+// every runs f every interval until ctx ends (never if interval is 0).
+func every(ctx context.Context, interval time.Duration, f func()) {
+	if interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			daemon.SdNotify(false, status(lns, reg, cfg))
+			f()
 		}
 	}
 }

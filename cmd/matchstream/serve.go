@@ -69,6 +69,8 @@ func daemonFlags() []cli.Flag {
 			Usage: "with --conn-rate: connections one address may open at once"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "keep-clients", EnvVars: env("keep-clients"),
 			Usage: "under systemd, SIGTERM leaves the clients in the fd store for the next start (needs FileDescriptorStoreMax= in the unit, as shipped) instead of telling them the server stops"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "sse-heartbeat", Value: d.SSEHeartbeat, EnvVars: env("sse-heartbeat"),
+			Usage: "how often Server-Sent Events clients get a comment line, so proxies do not time idle streams out (0 = never)"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "send-buffer", EnvVars: env("send-buffer"),
 			Usage: "fixed SO_SNDBUF per client socket in bytes (0 = kernel autotuning up to tcp_wmem)"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-body", Value: d.API.MaxBodySize, EnvVars: env("max-body"),
@@ -142,6 +144,7 @@ func configFrom(c *cli.Context) (daemon.Config, error) {
 	cfg.Hub.QueueLimit = c.Int("client-queue")
 	cfg.Hub.WriteTimeout = c.Duration("write-timeout")
 	cfg.KeepClients = c.Bool("keep-clients")
+	cfg.SSEHeartbeat = c.Duration("sse-heartbeat")
 	streams, err := listen.ParseRange(c.String("stream"))
 	if err != nil {
 		return cfg, usageErr(err, "")

@@ -65,12 +65,21 @@ type Handler struct {
 	// Cluster, when set (a shared store), lists the other live nodes: /connect then picks the
 	// least-loaded stream port across all of them.
 	Cluster func() []store.NodeLoad
+	// Streams takes over Server-Sent Events connections; nil answers 503.
+	Streams AttachSSE
+
+	life context.Context // ends on Stop: long-polls return
+	stop context.CancelFunc
 }
 
 // New returns the API handler. ready reports whether the daemon is serving (for /healthz).
 func New(cfg Config, reg *live.Registry, lns *listen.Set, log *slog.Logger, ready func() bool) *Handler {
-	return &Handler{cfg: cfg, reg: reg, lns: lns, log: log, ready: ready}
+	life, stop := context.WithCancel(context.Background())
+	return &Handler{cfg: cfg, reg: reg, lns: lns, log: log, ready: ready, life: life, stop: stop}
 }
+
+// Stop makes waiting long-polls return now (before the server shuts down).
+func (h *Handler) Stop() { h.stop() }
 
 // Server returns a fasthttp server with the limits an appliance needs: a body cap so a hostile
 // watcher cannot make the daemon buffer megabytes, and timeouts so idle API clients go away.
@@ -118,6 +127,10 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set("Match-Stream-API-Version", Version)
 	path := string(ctx.Path())
 	get := ctx.IsGet() || ctx.IsHead()
+	if ctx.IsOptions() {
+		preflight(ctx)
+		return
+	}
 	if strings.HasPrefix(path, "/1/") {
 		if !get {
 			ctx.SetStatusCode(fasthttp.StatusMethodNotAllowed)
@@ -152,6 +165,10 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 			h.events(ctx, id)
 		case rest == "events" && ctx.IsPost():
 			h.post(ctx, id)
+		case rest == "stream" && get:
+			h.sse(ctx, id)
+		case rest == "poll" && get:
+			h.poll(ctx, id)
 		case rest == "" || rest == "events":
 			ctx.Response.Header.Set("Allow", allow(rest))
 			writeError(ctx, fasthttp.StatusMethodNotAllowed, "method "+string(ctx.Method())+" not allowed on "+path)
@@ -159,7 +176,9 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 			writeError(ctx, fasthttp.StatusNotFound, "no such path: "+path)
 		}
 	default:
-		writeError(ctx, fasthttp.StatusNotFound, "no such path: "+path)
+		if !get || !h.page(ctx, path) {
+			writeError(ctx, fasthttp.StatusNotFound, "no such path: "+path)
+		}
 	}
 }
 

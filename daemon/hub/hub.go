@@ -25,6 +25,10 @@ import (
 	"time"
 )
 
+// Versions is the number of protocol version slots: 1-3 on the stream ports, 4 for Server-Sent
+// Events (protocol.VersionSSE; the hub does not import protocol).
+const Versions = 5
+
 // Conn is the hub's view of a client connection.
 type Conn interface {
 	Write(p []byte) (int, error)
@@ -58,7 +62,7 @@ type Observer interface{ Observe(float64) }
 // Stats are counters shared by every hub of a daemon (atomic, so hubs update them without a lock).
 type Stats struct {
 	Subscribers  atomic.Int64
-	ByVersion    [4]atomic.Int64 // subscribers per protocol version
+	ByVersion    [Versions]atomic.Int64 // subscribers per protocol version (4: Server-Sent Events)
 	SlowDropped  atomic.Int64
 	Deliveries   atomic.Int64
 	WriteErrored atomic.Int64
@@ -71,7 +75,7 @@ type Stats struct {
 // count adds delta subscribers of a version to the gauges.
 func (st *Stats) count(version int, delta int64) {
 	st.Subscribers.Add(delta)
-	st.ByVersion[version&3].Add(delta)
+	st.ByVersion[version%Versions].Add(delta)
 }
 
 // Hub fans out one match.
@@ -222,7 +226,7 @@ const parallelMin = 256
 func (h *Hub) Broadcast(posted time.Time, n int, frameFor func(version, i int) []byte, last bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var byVersion [4][][]byte // the batch is built once per version (1-3), shared by every subscriber
+	var byVersion [Versions][][]byte // the batch is built once per version, shared by every subscriber
 	for v := 1; v < len(byVersion); v++ {
 		byVersion[v] = make([][]byte, n)
 		for i := range n {
@@ -234,7 +238,7 @@ func (h *Hub) Broadcast(posted time.Time, n int, frameFor func(version, i int) [
 	cut := make([][]*Subscriber, workers)
 	deliver := func(w int, part []*Subscriber) {
 		for _, s := range part {
-			if !s.deliver(byVersion[s.Version&3], last, true, posted) {
+			if !s.deliver(byVersion[s.Version%Versions], last, true, posted) {
 				cut[w] = append(cut[w], s)
 			}
 		}
@@ -258,6 +262,23 @@ func (h *Hub) Broadcast(posted time.Time, n int, frameFor func(version, i int) [
 	}
 	if last {
 		h.dropAllLocked()
+	}
+}
+
+// Heartbeat writes frame to every subscriber of one version (an SSE comment that keeps proxies from
+// timing an idle stream out). A subscriber whose backlog is at the limit is cut, as by a broadcast.
+func (h *Hub) Heartbeat(version int, frame []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var cut []*Subscriber
+	batch := [][]byte{frame}
+	for _, s := range h.subs {
+		if s.Version == version && !s.deliver(batch, false, true, time.Time{}) {
+			cut = append(cut, s)
+		}
+	}
+	for _, s := range cut {
+		h.removeLocked(s)
 	}
 }
 

@@ -31,6 +31,8 @@ type Registry struct {
 	// seconds.
 	EventsAccepted atomic.Int64
 	StoreLatency   hub.Observer
+	// LongPolls counts long-poll requests waiting for an event.
+	LongPolls atomic.Int64
 
 	mu      sync.RWMutex
 	matches map[string]*Match
@@ -49,6 +51,7 @@ type Match struct {
 	state   match.State
 	history []match.Record
 	frames  []protocol.Frames // frames[i] renders history[i]
+	changed chan struct{}     // closed and cleared when events are added: wakes long-polls
 }
 
 // Open loads every match from the store and folds its events, so live matches continue after a
@@ -146,6 +149,10 @@ func (m *Match) lastSeq() (uint64, bool) {
 func (m *Match) add(rec match.Record) {
 	m.history = append(m.history, rec)
 	m.frames = append(m.frames, protocol.RenderEvent(m.id, rec))
+	if m.changed != nil {
+		close(m.changed)
+		m.changed = nil
+	}
 }
 
 // EventError is an event refused by validation: Index is its place in the posted batch.
@@ -356,6 +363,89 @@ func (r *Registry) Resume(conn hub.Conn, id string, version int, seq uint64) (*h
 		missed = append(missed, f.For(version))
 	}
 	return m.hub.Subscribe(conn, version, missed, !m.state.Live()), nil
+}
+
+// SubscribeSSE connects a Server-Sent Events client to match id. head (the HTTP response head) is
+// written first; then, if resume, the events after seq after (what a reconnecting browser missed
+// since its Last-Event-ID), else the status; then every event live. A match that is over gets that
+// and the connection closes. A resume that is past the end is answered with the status instead.
+func (r *Registry) SubscribeSSE(conn hub.Conn, id string, after uint64, resume bool, head []byte) (*hub.Subscriber, error) {
+	r.mu.RLock()
+	m := r.matches[id]
+	r.mu.RUnlock()
+	if m == nil {
+		return nil, &protocol.Error{Code: protocol.CodeNotFound, Detail: id}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r.frozen.Load() {
+		return nil, ErrHandingOver
+	}
+	if m.state.Seq == 0 {
+		return nil, &protocol.Error{Code: protocol.CodeNotFound, Detail: id}
+	}
+	first := [][]byte{head}
+	if resume && after <= m.state.Seq {
+		for _, f := range m.frames[after:] {
+			first = append(first, f.SSE)
+		}
+	} else {
+		first = append(first, protocol.RenderStatus(&m.state, time.Now()).SSE)
+	}
+	return m.hub.Subscribe(conn, protocol.VersionSSE, first, !m.state.Live()), nil
+}
+
+// Heartbeat writes an SSE comment to every Server-Sent Events client.
+func (r *Registry) Heartbeat() {
+	for _, m := range r.snapshot() {
+		m.hub.Heartbeat(protocol.VersionSSE, protocol.SSEHeartbeat)
+	}
+}
+
+// Poll is what a long-poll returns: the events after the seq asked for (none if it timed out),
+// the match's last seq and whether it is over, so a client knows where to poll from and when to stop.
+type Poll struct {
+	Seq    uint64         `json:"seq"`
+	Ended  bool           `json:"ended"`
+	Events []match.Record `json:"events"`
+}
+
+// Wait returns match id's events after seq after as soon as there are any, or an empty Poll when
+// ctx ends first. false: no such match.
+func (r *Registry) Wait(ctx context.Context, id string, after uint64) (Poll, bool) {
+	r.mu.RLock()
+	m := r.matches[id]
+	r.mu.RUnlock()
+	if m == nil {
+		return Poll{}, false
+	}
+	r.LongPolls.Add(1)
+	defer r.LongPolls.Add(-1)
+	for {
+		m.mu.Lock()
+		if m.state.Seq == 0 {
+			m.mu.Unlock()
+			return Poll{}, false
+		}
+		p := Poll{Seq: m.state.Seq, Ended: m.state.Ended(), Events: []match.Record{}}
+		if after < uint64(len(m.history)) || p.Ended {
+			if after < uint64(len(m.history)) {
+				p.Events = slices.Clone(m.history[after:])
+			}
+			m.mu.Unlock()
+			return p, true
+		}
+		if m.changed == nil {
+			m.changed = make(chan struct{})
+		}
+		changed := m.changed
+		m.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return p, true
+		}
+	}
 }
 
 // Current is the live match a V:2 client watches: the one that started last.

@@ -1,5 +1,5 @@
 // Package metrics exposes the daemon's state in the Prometheus text format: connections per port
-// and per protocol version, subscribers per match, events, deliveries, delivery latency and queue
+// and per protocol version (Server-Sent Events as "sse"), long-polls waiting, subscribers per match, events, deliveries, delivery latency and queue
 // depth, slow-consumer cuts, refused handshakes, store latency, and the Go runtime and process.
 // Everything is read from counters the parts already keep; one registry per daemon, no globals.
 package metrics
@@ -12,6 +12,7 @@ import (
 
 	"matchstream/daemon/listen"
 	"matchstream/daemon/live"
+	"matchstream/daemon/protocol"
 	"matchstream/daemon/stream"
 )
 
@@ -49,11 +50,12 @@ var (
 	slowDesc  = prometheus.NewDesc("matchstream_slow_consumer_disconnects_total", "Clients cut for a full queue or a write timeout.", nil, nil)
 	goneDesc  = prometheus.NewDesc("matchstream_write_errors_total", "Clients gone while being written to.", nil, nil)
 	maxQDesc  = prometheus.NewDesc("matchstream_client_queue_max_frames", "The longest backlog any client has had.", nil, nil)
+	pollDesc  = prometheus.NewDesc("matchstream_longpoll_waiting", "Long-poll requests waiting for an event.", nil, nil)
 	hsDesc    = prometheus.NewDesc("matchstream_handshake_errors_total", "Connect lines answered with ERROR:, by code.", []string{"code"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{connsDesc, protoDesc, subsDesc, seqDesc, accDesc, delDesc, slowDesc, goneDesc, maxQDesc, hsDesc} {
+	for _, d := range []*prometheus.Desc{connsDesc, protoDesc, subsDesc, seqDesc, accDesc, delDesc, slowDesc, goneDesc, maxQDesc, hsDesc, pollDesc} {
 		ch <- d
 	}
 }
@@ -66,6 +68,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for v := 1; v <= 3; v++ {
 		ch <- prometheus.MustNewConstMetric(protoDesc, prometheus.GaugeValue, float64(st.ByVersion[v].Load()), strconv.Itoa(v))
 	}
+	ch <- prometheus.MustNewConstMetric(protoDesc, prometheus.GaugeValue, float64(st.ByVersion[protocol.VersionSSE].Load()), "sse")
+	ch <- prometheus.MustNewConstMetric(pollDesc, prometheus.GaugeValue, float64(c.reg.LongPolls.Load()))
 	for _, m := range c.reg.List() {
 		ch <- prometheus.MustNewConstMetric(subsDesc, prometheus.GaugeValue, float64(m.Subscribers), m.ID, m.State)
 		ch <- prometheus.MustNewConstMetric(seqDesc, prometheus.GaugeValue, float64(m.Seq), m.ID)

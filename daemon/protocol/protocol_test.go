@@ -113,12 +113,12 @@ func TestGoldenPerKind(t *testing.T) {
 	for name, r := range byKind {
 		t.Run(name, func(t *testing.T) {
 			f := protocol.RenderEvent("elp-tig-2011-09-10", r)
-			golden(t, filepath.Join("testdata", name+".golden"), append(append(f.V1, "----\n"...), f.V3...))
+			golden(t, filepath.Join("testdata", name+".golden"), bytes.Join([][]byte{f.V1, f.V3, f.SSE}, []byte("----\n")))
 		})
 	}
 	t.Run("status", func(t *testing.T) {
 		f := protocol.RenderStatus(end, time.Date(2011, 9, 10, 21, 20, 0, 999e6, time.UTC))
-		golden(t, filepath.Join("testdata", "status.golden"), append(append(f.V1, "----\n"...), f.V3...))
+		golden(t, filepath.Join("testdata", "status.golden"), bytes.Join([][]byte{f.V1, f.V3, f.SSE}, []byte("----\n")))
 	})
 }
 

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"time"
@@ -11,27 +12,57 @@ import (
 // Frames is one event (or status) rendered once for every protocol version, so a broadcast writes the
 // same bytes to every subscriber of a version.
 type Frames struct {
-	V1 []byte // versions 1 and 2: the original's text frame
-	V3 []byte // version 3: one JSON line
+	V1  []byte // versions 1 and 2: the original's text frame
+	V3  []byte // version 3: one JSON line
+	SSE []byte // Server-Sent Events (VersionSSE): the v3 JSON as data, the seq as id
 }
+
+// VersionSSE is the hub's "protocol version" of browsers and other Server-Sent Events clients on the
+// API port; it is never sent on the wire.
+const VersionSSE = 4
+
+// Versions is the number of protocol version slots (index = version; 0 is unused).
+const Versions = VersionSSE + 1
 
 // For returns the frame for a protocol version.
 func (f Frames) For(version int) []byte {
-	if version == 3 {
+	switch version {
+	case 3:
 		return f.V3
+	case VersionSSE:
+		return f.SSE
 	}
 	return f.V1
 }
 
 // RenderEvent renders an event of match id in every version.
 func RenderEvent(id string, r match.Record) Frames {
-	return Frames{V1: RenderV1(&r.Event), V3: RenderV3(id, r)}
+	v3 := RenderV3(id, r)
+	return Frames{V1: RenderV1(&r.Event), V3: v3, SSE: RenderSSE(r.Seq, string(r.Event.Kind), v3)}
 }
+
+// RenderSSE renders one Server-Sent Event: its id is the seq a reconnecting browser sends back as
+// Last-Event-ID, its type the event kind, its data the v3 JSON (one line, so one data: field).
+func RenderSSE(seq uint64, kind string, v3 []byte) []byte {
+	b := make([]byte, 0, len(v3)+48)
+	b = append(b, "id: "...)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, "\nevent: "...)
+	b = append(b, kind...)
+	b = append(b, "\ndata: "...)
+	b = append(b, bytes.TrimSuffix(v3, []byte("\n"))...)
+	return append(b, "\n\n"...)
+}
+
+// SSEHeartbeat is a comment line: it keeps proxies and NATs from timing an idle stream out, and a
+// browser ignores it.
+var SSEHeartbeat = []byte(": keep-alive\n\n")
 
 // RenderStatus renders the status a client gets on connect; now stamps the v1 header, as the
 // original stamped its status with the time of the connect.
 func RenderStatus(s *match.State, now time.Time) Frames {
-	return Frames{V1: RenderV1Status(s, now), V3: RenderV3Status(s)}
+	v3 := RenderV3Status(s)
+	return Frames{V1: RenderV1Status(s, now), V3: v3, SSE: RenderSSE(s.Seq, "status", v3)}
 }
 
 // v1Time is the original's header time: UTC with the fraction dropped (its
@@ -175,5 +206,7 @@ func ShutdownNotice() Frames {
 	return Frames{
 		V1: (&Error{Code: CodeShutdown, Detail: "server stopping, reconnect"}).Frame(),
 		V3: []byte(`{"kind":"shutdown","reason":"server stopping, reconnect with FROM:<last seq>"}` + "\n"),
+		// No id: the browser keeps the last event's as its Last-Event-ID, and reconnects by itself.
+		SSE: []byte(`event: shutdown` + "\n" + `data: {"kind":"shutdown","reason":"server stopping"}` + "\n\n"),
 	}
 }

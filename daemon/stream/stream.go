@@ -166,6 +166,22 @@ func (s *Server) add(fd int, p *listen.Port) {
 		unix.Close(fd)
 		return
 	}
+	s.tune(fd)
+	pl := s.pollers[int(s.next.Add(1))%len(s.pollers)]
+	c := &conn{fd: fd, srv: s, port: p, poller: pl, handshaking: true}
+	p.Conns.Add(1)
+	s.hsMu.Lock()
+	s.hs = append(s.hs, pending{c, time.Now().Add(s.cfg.HandshakeTimeout)})
+	s.hsMu.Unlock()
+	if err := pl.add(c); err != nil {
+		s.log.Warn("epoll add", "err", err)
+		c.Close()
+	}
+}
+
+// tune sets a client socket's options: no Nagle delay, keepalive to find half-open connections, and
+// the configured send buffer.
+func (s *Server) tune(fd int) {
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	if ka := s.cfg.KeepAlive; ka > 0 {
 		secs := max(1, int(ka.Seconds()))
@@ -176,16 +192,6 @@ func (s *Server) add(fd int, p *listen.Port) {
 	}
 	if s.cfg.SendBuffer > 0 {
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, s.cfg.SendBuffer)
-	}
-	pl := s.pollers[int(s.next.Add(1))%len(s.pollers)]
-	c := &conn{fd: fd, srv: s, port: p, poller: pl, handshaking: true}
-	p.Conns.Add(1)
-	s.hsMu.Lock()
-	s.hs = append(s.hs, pending{c, time.Now().Add(s.cfg.HandshakeTimeout)})
-	s.hsMu.Unlock()
-	if err := pl.add(c); err != nil {
-		s.log.Warn("epoll add", "err", err)
-		c.Close()
 	}
 }
 
@@ -253,3 +259,37 @@ func (s *Server) closePollers() {
 }
 
 var errClosed = errors.New("use of closed connection")
+
+// AttachSSE takes over an HTTP connection on which a Server-Sent Events request was read (fd, a
+// descriptor of our own) and serves it like a stream client, from the same hub, with the same
+// bounded queue and the same small per-connection cost: head is the HTTP response head, then the
+// status or, if resume, the events after seq after. port counts these connections.
+func (s *Server) AttachSSE(fd int, port *listen.Port, id string, after uint64, resume bool, head []byte) error {
+	if s.closed.Load() {
+		unix.Close(fd)
+		return errClosed
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	s.tune(fd)
+	pl := s.pollers[int(s.next.Add(1))%len(s.pollers)]
+	c := &conn{fd: fd, srv: s, port: port, poller: pl}
+	port.Conns.Add(1)
+	sub, err := s.reg.SubscribeSSE(c, id, after, resume, head)
+	if err != nil {
+		c.Close()
+		return err
+	}
+	c.sub = sub
+	c.mu.RLock()
+	if !c.closed {
+		err = pl.add(c)
+	}
+	c.mu.RUnlock()
+	if err != nil {
+		c.Close()
+	}
+	return err
+}
