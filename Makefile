@@ -16,7 +16,7 @@ NFPM     := bin/nfpm
 NFPM_VERSION := v2.44.0
 DEB      := matchstream_$(VERSION)_amd64.deb
 
-.PHONY: soak build run test test-deps vet unit fuzz-smoke fuzz bench lint clean deb rpm test-deb
+.PHONY: soak build run test test-deps vet unit fuzz-smoke fuzz bench lint clean deb rpm test-deb test-browser
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/matchstream
@@ -48,6 +48,7 @@ test-deps:
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags browser ./cmd/matchstream
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 unit:
@@ -65,6 +66,13 @@ fuzz-smoke:
 
 fuzz:
 	$(MAKE) fuzz-smoke FUZZTIME=2m
+
+# The live match page in a real browser: Debian's chromium driven by chromedriver (installed with
+# apt-get when run as root). The screenshot is saved to $(ARTIFACTS)/browser/match-page.png.
+ARTIFACTS ?= artifacts
+test-browser:
+	@command -v chromedriver >/dev/null && command -v chromium >/dev/null || { 	  if [ "$$(id -u)" = 0 ]; then echo "make test-browser: installing chromium and chromium-driver with apt-get"; 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; 	  else echo "make test-browser needs: sudo apt-get install chromium chromium-driver"; exit 1; fi; }
+	MATCHSTREAM_ARTIFACTS=$(abspath $(ARTIFACTS)) $(GO) test -tags browser -count=1 -run '^TestBrowser' -v ./cmd/matchstream
 
 # Go benchmarks, then a short bench run against a spawned daemon beside both baselines. The full
 # runs and their numbers are in docs/performance.md.

@@ -92,14 +92,16 @@ function showMatch(id) {
   };
 
   const describe = (e) => {
-    const who = e.player ? `${e.player.name} (${(e.team || "").toUpperCase()})` : (e.team || "").toUpperCase();
+    // player_team: the player's own team when it differs from the event's (an own goal).
+    const who = e.player ? `${e.player.name} (${(e.player_team || e.team || "").toUpperCase()})` : (e.team || "").toUpperCase();
     switch (e.kind) {
       case "start": return `Kick-off: ${e.home.toUpperCase()} v ${e.visit.toUpperCase()}`;
       case "stop": return "Full time";
       case "halftime_start": return "Half-time";
       case "halftime_stop": return "Second half under way";
       case "extratime": return "Extra time";
-      case "goal": return `Goal! ${who}`;
+      case "goal": return e.player_team && e.player_team !== e.team
+        ? `Goal! ${e.team.toUpperCase()}: own goal by ${who}` : `Goal! ${who}`;
       case "card": return `${e.card === "red" ? "Red" : "Yellow"} card: ${who}`;
       case "substitution": return `Substitution ${e.team.toUpperCase()}: ${e.player_in.name} on for ${e.player_out.name}`;
       case "comment": return e.comment;
