@@ -155,9 +155,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	handler := api.New(cfg.API, reg, lns, log, ready.Load)
 	// Server-Sent Events connections arrive on the API port and are served by the stream layer;
 	// this counts them.
-	ssePort := &listen.Port{Listener: lns.API}
+	lns.Events = &listen.Port{Listener: lns.API}
 	handler.Streams = func(fd int, id string, after uint64, resume bool, head []byte) error {
-		return streams.AttachSSE(fd, ssePort, id, after, resume, head)
+		return streams.AttachSSE(fd, lns.Events, id, after, resume, head)
 	}
 	var cluster atomic.Pointer[[]store.NodeLoad]
 	presence, shared := st.(store.Presence)
@@ -178,7 +178,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		if err != nil {
 			log.Error("hand-over: the previous process's clients are lost", "err", err)
 		} else {
-			resumed, closed := streams.Adopt(conns, append(slices.Clone(lns.Stream), ssePort))
+			resumed, closed := streams.Adopt(conns, append(slices.Clone(lns.Stream), lns.Events))
 			log.Info("hand-over: clients taken over", "resumed", resumed, "closed_at_once", closed)
 		}
 		daemon.SdNotify(false, handover.Unstored)

@@ -57,6 +57,29 @@ func TestBenchWorkers(t *testing.T) {
 	}
 }
 
+// bench --transport tcp,sse measures TCP clients and then browsers' transport, Server-Sent Events,
+// in one command; with workers, they speak SSE too.
+func TestBenchSSE(t *testing.T) {
+	out := run(t, 0, "bench", "--spawn", "-n", "150", "-c", "50", "--events", "2", "--interval", "10ms",
+		"--transport", "tcp,sse", "--per-process", "100", "--json")
+	var res struct {
+		Runs []struct {
+			Server       string `json:"server"`
+			Connected    int    `json:"connected"`
+			AllDelivered bool   `json:"all_delivered"`
+		} `json:"runs"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Runs) != 2 {
+		t.Fatalf("bench --transport tcp,sse: %v\n%s", err, out)
+	}
+	for i, want := range []string{"matchstream", "matchstream-sse"} {
+		if r := res.Runs[i]; r.Server != want || r.Connected != 150 || !r.AllDelivered {
+			t.Errorf("run %d: %+v, want %s with 150 clients all delivered", i, r, want)
+		}
+	}
+	run(t, 2, "bench", "--spawn", "--transport", "websocket")
+}
+
 // top --once against a live daemon shows the match, its subscribers and the ports.
 func TestTopOnce(t *testing.T) {
 	d := startDaemon(t, filepath.Join(t.TempDir(), "state"))
@@ -64,7 +87,7 @@ func TestTopOnce(t *testing.T) {
 	c := dial(t, d.stream[0], "VERSION:1:CONNECT:me:MATCH:"+sampleID+"\r\n", true)
 	waitUntil(t, "subscriber", 10*time.Second, func() bool { return d.subscribers(sampleID) == 1 })
 	out := run(t, 0, "top", "--api", d.apiURL(), "--once", "--interval", "100ms")
-	for _, w := range []string{"connections 1 (v1 1, V:2 0, v3 0)", sampleID, "elp 0-1 tig", "LONGEST CLIENT QUEUES"} {
+	for _, w := range []string{"connections 1 (v1 1, V:2 0, v3 0, SSE 0)   long-polls 0", sampleID, "elp 0-1 tig", "LONGEST CLIENT QUEUES"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("top --once lacks %q:\n%s", w, out)
 		}

@@ -47,6 +47,7 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "find-limit", Usage: "double N from 16 until a client fails or --max-latency is crossed"},
 			&cli.DurationFlag{Name: "max-latency", Value: time.Second, Usage: "with --find-limit: p99 delivery latency bound"},
 			&cli.IntFlag{Name: "per-process", Usage: "clients per client process (default: the open-files limit less 256)"},
+			&cli.StringFlag{Name: "transport", Value: "tcp", Usage: "how clients watch, comma-separated, each measured in turn: tcp (protocol v3 on the stream ports), sse (Server-Sent Events on the API port, as browsers)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
 			&cli.StringFlag{Name: "report", Usage: "also write a self-contained HTML report to this file"},
 		},
@@ -71,11 +72,11 @@ func benchClientsCommand() *cli.Command {
 		Name:   "bench-clients",
 		Hidden: true,
 		Usage:  "a bench worker: holds a share of the clients, driven on stdin",
-		Flags: []cli.Flag{&cli.StringFlag{Name: "addrs"}, &cli.StringFlag{Name: "matches"}, &cli.IntFlag{Name: "offset"},
+		Flags: []cli.Flag{&cli.StringFlag{Name: "addrs"}, &cli.StringFlag{Name: "matches"}, &cli.StringFlag{Name: "transport", Value: "tcp"}, &cli.IntFlag{Name: "offset"},
 			&cli.IntFlag{Name: "n"}, &cli.IntFlag{Name: "c", Value: 100}},
 		Action: func(c *cli.Context) error {
 			return bench.ServeClients(c.Context, strings.Split(c.String("addrs"), ","), strings.Split(c.String("matches"), ","),
-				c.Int("offset"), c.Int("n"), c.Int("c"), os.Stdin, os.Stdout)
+				c.String("transport"), c.Int("offset"), c.Int("n"), c.Int("c"), os.Stdin, os.Stdout)
 		},
 	}
 }
@@ -104,6 +105,14 @@ func runBench(c *cli.Context) error {
 			cfg.Stream = append(cfg.Stream, addrs...)
 		}
 		cfg.NodeAPIs, cfg.NodePIDs = c.StringSlice("node-api"), c.IntSlice("node-pid")
+	}
+	for _, tr := range strings.Split(c.String("transport"), ",") {
+		switch tr = strings.TrimSpace(tr); tr {
+		case "tcp", "sse":
+			cfg.Transports = append(cfg.Transports, tr)
+		default:
+			return usageErr(fmt.Errorf("unknown transport %q: want tcp or sse", tr), "")
+		}
 	}
 	for _, b := range strings.Split(c.String("baseline"), ",") {
 		switch b = strings.TrimSpace(b); b {

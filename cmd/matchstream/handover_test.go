@@ -174,9 +174,27 @@ func (h *fakeSystemd) url(path string) string {
 
 // watchers connects clients and checks, at the end, that each got the whole match exactly once.
 type watchers struct {
-	mu      sync.Mutex
-	v1, v3  []*rawClient
-	refused int
+	mu          sync.Mutex
+	v1, v3, sse []*rawClient
+	refused     int
+}
+
+// connectSSE opens an event stream on the API port.
+func (w *watchers) connectSSE(t *testing.T, port int) {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
+	if err != nil {
+		w.mu.Lock()
+		w.refused++
+		w.mu.Unlock()
+		return
+	}
+	t.Cleanup(func() { c.Close() })
+	c.Write([]byte("GET /matches/" + sampleID + "/stream HTTP/1.1\r\nHost: x\r\n\r\n"))
+	rc := &rawClient{conn: c, done: make(chan struct{})}
+	go rc.readAll()
+	w.mu.Lock()
+	w.sse = append(w.sse, rc)
+	w.mu.Unlock()
 }
 
 func (w *watchers) connect(t *testing.T, port int, v3 bool, i int) {
@@ -222,10 +240,18 @@ func (w *watchers) check(t *testing.T, v3 [][]byte) {
 	for i, c := range w.v1 {
 		checkV1(t, fmt.Sprintf("v1 client %d", i), c.wait(t), "", 2)
 	}
+	for i, c := range w.sse {
+		_, events, _ := parseSSE(t, c.wait(t))
+		if len(events) == 0 || events[0].event != "status" {
+			t.Fatalf("SSE client %d: no status first: %+v", i, events)
+		}
+		after, _ := strconv.Atoi(events[0].id)
+		checkSSE(t, fmt.Sprintf("SSE client %d", i), events[1:], v3, after)
+	}
 }
 
-// The daemon is restarted three times mid-match by a harness that plays systemd, with 2,000
-// clients watching and more connecting during the restarts: no connect is refused, no client is
+// The daemon is restarted three times mid-match by a harness that plays systemd, with 2,000 TCP
+// clients and 100 Server-Sent Events clients watching and more connecting during the restarts: no connect is refused, no client is
 // dropped, and every client gets every event exactly once, in order.
 func TestRestartKeepsClients(t *testing.T) {
 	dir := t.TempDir()
@@ -240,11 +266,14 @@ func TestRestartKeepsClients(t *testing.T) {
 	post(lines[:1], "start.jsonl")
 
 	w := &watchers{}
-	const n = 2000
+	const n, browsers = 2000, 100
 	for i := range n {
 		w.connect(t, h.stream[i%len(h.stream)], i%2 == 1, i)
 	}
-	waitUntil(t, "2,000 subscribers", 60*time.Second, func() bool { return subscribersAt(h.url("/matches")) == n })
+	for range browsers {
+		w.connectSSE(t, h.api)
+	}
+	waitUntil(t, "2,100 subscribers", 60*time.Second, func() bool { return subscribersAt(h.url("/matches")) == n+browsers })
 
 	rest := lines[1:]
 	chunk := (len(rest) + 3) / 4
@@ -283,7 +312,7 @@ func TestRestartKeepsClients(t *testing.T) {
 		t.Fatalf("%d connects refused during the restarts", w.refused)
 	}
 	w.check(t, v3)
-	t.Logf("%d clients from the start and %d that connected during the restarts got the whole match exactly once", n, late)
+	t.Logf("%d TCP and %d SSE clients from the start and %d that connected during the restarts got the whole match exactly once", n, browsers, late)
 }
 
 // Outside systemd, SIGUSR2 starts a successor which takes the listeners and every client: the old

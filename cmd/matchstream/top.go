@@ -175,10 +175,10 @@ func render(w io.Writer, base string, prev, cur *snapshot) {
 	}
 	gcN := cur.value("go_gc_duration_seconds", "", "")
 	fmt.Fprintf(w, "matchstream top — %s — %s\n", base, cur.at.Format("15:04:05"))
-	fmt.Fprintf(w, "connections %.0f (v1 %.0f, V:2 %.0f, v3 %.0f)   RSS %.1f MB (%s per connection, all in)   goroutines %.0f   GCs %.0f (+%.0f)\n",
-		conns, cur.value("matchstream_subscribers_by_protocol", "protocol", "1"), cur.value("matchstream_subscribers_by_protocol", "protocol", "2"),
-		cur.value("matchstream_subscribers_by_protocol", "protocol", "3"), rss/(1<<20), perConn, cur.value("go_goroutines", "", ""),
-		gcN, gcN-prev.value("go_gc_duration_seconds", "", ""))
+	by := func(p string) float64 { return cur.value("matchstream_subscribers_by_protocol", "protocol", p) }
+	fmt.Fprintf(w, "connections %.0f (v1 %.0f, V:2 %.0f, v3 %.0f, SSE %.0f)   long-polls %.0f   RSS %.1f MB (%s per connection, all in)   goroutines %.0f   GCs %.0f (+%.0f)\n",
+		conns, by("1"), by("2"), by("3"), by("sse"), cur.value("matchstream_longpoll_waiting", "", ""),
+		rss/(1<<20), perConn, cur.value("go_goroutines", "", ""), gcN, gcN-prev.value("go_gc_duration_seconds", "", ""))
 	fmt.Fprintf(w, "events %.1f/s   deliveries %.0f/s   slow-consumer cuts %.0f   refused handshakes %.0f   longest queue ever %.0f frames\n",
 		rate("matchstream_events_accepted_total"), rate("matchstream_deliveries_total"),
 		cur.value("matchstream_slow_consumer_disconnects_total", "", ""), cur.value("matchstream_handshake_errors_total", "", ""),

@@ -84,6 +84,9 @@ type Set struct {
 	API       net.Listener
 	Stream    []*Port
 	Activated bool // the sockets came from systemd
+	// Events counts the Server-Sent Events connections taken over from the API listener (the
+	// daemon sets it; nil until then).
+	Events *Port
 	// Parcel is the previous process's client connections (package handover), when it was
 	// passed with the listeners under the name handover.FDName; the daemon unpacks and closes it.
 	Parcel *os.File

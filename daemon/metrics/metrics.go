@@ -41,7 +41,7 @@ type collector struct {
 }
 
 var (
-	connsDesc = prometheus.NewDesc("matchstream_connections", "Open client connections per stream port.", []string{"port"}, nil)
+	connsDesc = prometheus.NewDesc("matchstream_connections", "Open client connections per port: the stream ports, and the API port's event streams.", []string{"port"}, nil)
 	protoDesc = prometheus.NewDesc("matchstream_subscribers_by_protocol", "Subscribed clients per protocol version.", []string{"protocol"}, nil)
 	subsDesc  = prometheus.NewDesc("matchstream_match_subscribers", "Subscribed clients per match.", []string{"match", "state"}, nil)
 	seqDesc   = prometheus.NewDesc("matchstream_match_events", "Events of each match (its last seq).", []string{"match"}, nil)
@@ -61,7 +61,11 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	for _, p := range c.lns.Stream {
+	ports := c.lns.Stream
+	if c.lns.Events != nil {
+		ports = append(ports[:len(ports):len(ports)], c.lns.Events)
+	}
+	for _, p := range ports {
 		ch <- prometheus.MustNewConstMetric(connsDesc, prometheus.GaugeValue, float64(p.Conns.Load()), strconv.Itoa(p.Number()))
 	}
 	st := &c.reg.Stats

@@ -15,6 +15,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,6 +53,18 @@ type Config struct {
 	Rate    float64
 	// PerProcess caps the clients one process holds; above it they are spread over worker processes.
 	PerProcess int
+	// Transports are how the clients watch, each measured in turn: "tcp" (protocol v3 on the stream
+	// ports; the default) and "sse" (Server-Sent Events on the API port, as browsers do).
+	Transports []string
+}
+
+// connectLine is what client i sends to watch match id over a transport: the v3 connect line, or
+// the HTTP request of an event stream. Either way the events arrive as lines carrying their stamp.
+func connectLine(transport string, i int, id string) string {
+	if transport == "sse" {
+		return "GET /matches/" + id + "/stream HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n"
+	}
+	return fmt.Sprintf("VERSION:3:CONNECT:b%d:MATCH:%s\r\n", i, id)
 }
 
 // Figures are the measurements of one server under one load.
@@ -137,11 +150,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		defer d.stop()
 		cfg.API, cfg.Token, cfg.Stream, cfg.DaemonPID = d.api, d.token, d.stream, d.pid
 	}
-	f, err := runMatchstream(ctx, &cfg)
-	if err != nil {
-		return nil, err
+	transports := cfg.Transports
+	if len(transports) == 0 {
+		transports = []string{"tcp"}
 	}
-	res.Runs = append(res.Runs, *f)
+	for _, tr := range transports {
+		f, err := runMatchstream(ctx, &cfg, tr)
+		if err != nil {
+			return nil, err
+		}
+		res.Runs = append(res.Runs, *f)
+	}
 	for _, kind := range cfg.Baselines {
 		run := runBaseline
 		if kind == "mosquitto" {
@@ -157,7 +176,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	return res, nil
 }
 
-func runMatchstream(ctx context.Context, cfg *Config) (*Figures, error) {
+func runMatchstream(ctx context.Context, cfg *Config, transport string) (*Figures, error) {
 	m := max(1, cfg.Matches)
 	ids := make([]string, m)
 	for j := range ids {
@@ -170,7 +189,17 @@ func runMatchstream(ctx context.Context, cfg *Config) (*Figures, error) {
 		}
 	}
 	var next atomic.Int64
-	return measure(ctx, cfg, "matchstream", cfg.Stream, cfg.DaemonPID, ids,
+	server, addrs := "matchstream", cfg.Stream
+	if transport == "sse" {
+		u, err := url.Parse(cfg.API)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("--transport sse: the API URL %q has no host:port", cfg.API)
+		}
+		server, addrs = "matchstream-sse", []string{u.Host}
+	}
+	c := *cfg
+	c.Transports = []string{transport} // what workers, if any, speak
+	return measure(ctx, &c, server, addrs, cfg.DaemonPID, ids,
 		func(expect int) error { return waitSubscribers(cfg, ids, expect) },
 		func() error {
 			id := ids[int(next.Add(1)-1)%m]
@@ -221,7 +250,11 @@ func runBaseline(ctx context.Context, cfg *Config, kind string) (*Figures, error
 // measure connects the fleet, posts the events, and gathers the figures.
 func measure(ctx context.Context, cfg *Config, server string, addrs []string, pid int, ids []string,
 	settled func(expect int) error, event func() error, end func()) (*Figures, error) {
-	line := func(i int) string { return fmt.Sprintf("VERSION:3:CONNECT:b%d:MATCH:%s\r\n", i, ids[i%len(ids)]) }
+	transport := "tcp"
+	if len(cfg.Transports) == 1 {
+		transport = cfg.Transports[0]
+	}
+	line := func(i int) string { return connectLine(transport, i, ids[i%len(ids)]) }
 	return measureLoad(ctx, cfg, server, addrs, pid, ids, line, nil, settled, event, end)
 }
 
@@ -246,7 +279,11 @@ func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string
 	var fl clients
 	if per := cfg.PerProcess; per > 0 && cfg.Users > per {
 		cfg.progress("%s: connecting %d clients from %d processes", server, cfg.Users, (cfg.Users+per-1)/per)
-		w, err := spawnWorkers(ctx, cfg.Users, cfg.Concurrency, per, addrs, ids)
+		transport := "tcp"
+		if len(cfg.Transports) == 1 {
+			transport = cfg.Transports[0]
+		}
+		w, err := spawnWorkers(ctx, cfg.Users, cfg.Concurrency, per, addrs, ids, transport)
 		if err != nil {
 			return nil, err
 		}

@@ -56,10 +56,10 @@ type workerReport struct {
 // ServeClients is a worker process (`matchstream bench-clients`): it connects n clients, numbered
 // from offset, and answers the parent on stdin/stdout:
 // "WAIT <k> <timeout ns>" → "GOT <ok> <last arrival ns>"; "END" → one JSON workerReport line.
-func ServeClients(ctx context.Context, addrs, ids []string, offset, n, c int, in io.Reader, out io.Writer) error {
+func ServeClients(ctx context.Context, addrs, ids []string, transport string, offset, n, c int, in io.Reader, out io.Writer) error {
 	line := func(i int) string {
 		g := offset + i
-		return fmt.Sprintf("VERSION:3:CONNECT:b%d:MATCH:%s\r\n", g, ids[g%len(ids)])
+		return connectLine(transport, g, ids[g%len(ids)])
 	}
 	fl := dialAll(ctx, n, c, addrs, line, nil)
 	conn, ref, to, oth := fl.counts()
@@ -105,7 +105,7 @@ type workers struct {
 }
 
 // spawnWorkers starts ceil(n/per) workers, each connecting its share with its share of c.
-func spawnWorkers(ctx context.Context, n, c, per int, addrs, ids []string) (*workers, error) {
+func spawnWorkers(ctx context.Context, n, c, per int, addrs, ids []string, transport string) (*workers, error) {
 	exe, err := selfExe()
 	if err != nil {
 		return nil, err
@@ -116,7 +116,7 @@ func spawnWorkers(ctx context.Context, n, c, per int, addrs, ids []string) (*wor
 	errs := make([]error, count)
 	for i := range count {
 		share := min(per, n-i*per)
-		cmd := exec.CommandContext(ctx, exe, "bench-clients", "--addrs", strings.Join(addrs, ","), "--matches", strings.Join(ids, ","),
+		cmd := exec.CommandContext(ctx, exe, "bench-clients", "--addrs", strings.Join(addrs, ","), "--matches", strings.Join(ids, ","), "--transport", transport,
 			"--offset", strconv.Itoa(i*per), "-n", strconv.Itoa(share), "-c", strconv.Itoa(max(1, c/count)))
 		in, _ := cmd.StdinPipe()
 		out, _ := cmd.StdoutPipe()
