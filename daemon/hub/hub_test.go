@@ -355,3 +355,37 @@ func BenchmarkBroadcastDirect(b *testing.B) {
 		})
 	}
 }
+
+// Heartbeats go to the subscribers of one version only; Detach takes an idle subscriber out
+// without a byte written or the connection closed, and refuses one with frames still queued.
+func TestHeartbeatAndDetach(t *testing.T) {
+	st := new(hub.Stats)
+	h := hub.New(hub.Config{QueueLimit: 8}, quiet(), st)
+	sse, tcp := newConn(), newConn()
+	s1 := h.Subscribe(sse, 4, nil, false)
+	h.Subscribe(tcp, 3, nil, false)
+	h.Heartbeat(4, []byte(": hb\n\n"))
+	waitFor(t, "the heartbeat", func() bool { return sse.String() == ": hb\n\n" })
+	if tcp.String() != "" {
+		t.Fatalf("a v3 subscriber got the heartbeat: %q", tcp.String())
+	}
+	if st.ByVersion[4].Load() != 1 {
+		t.Fatalf("SSE subscribers counted %d", st.ByVersion[4].Load())
+	}
+	waitFor(t, "idle", func() bool { return !s1.Busy() })
+	if !s1.Detach() {
+		t.Fatal("an idle subscriber was not detached")
+	}
+	if s1.Detach() || h.Len() != 1 {
+		t.Fatalf("detached twice, or still in the hub (%d subscribers)", h.Len())
+	}
+	h.Broadcast(time.Now(), 1, frames("x\n", "y\n"), false)
+	select {
+	case <-sse.done:
+		t.Fatal("a detached connection was closed")
+	default:
+	}
+	if sse.String() != ": hb\n\n" {
+		t.Fatalf("a detached connection was written to: %q", sse.String())
+	}
+}
