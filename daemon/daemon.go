@@ -255,15 +255,7 @@ wait:
 		select {
 		case <-ctx.Done():
 			if cfg.KeepClients && os.Getenv("NOTIFY_SOCKET") != "" {
-				n, herr := handOver(streams, drain, func(p *os.File) error {
-					_, err := handover.Store(p)
-					return err
-				}, log)
-				if herr != nil {
-					log.Error("hand-over to systemd's fd store failed: clients are told the server stops", "err", herr)
-				} else {
-					log.Info("hand-over: clients left in systemd's fd store for the next start", "clients", n)
-				}
+				handOverToSystemd(streams, drain, log)
 			}
 		case err = <-errc:
 			err = fmt.Errorf("serve: %w", err)
@@ -272,28 +264,12 @@ wait:
 				log.Warn("SIGUSR2 ignored: under systemd, `systemctl restart matchstream` hands the clients over (--keep-clients)")
 				continue
 			}
-			var pid int
-			n, herr := handOver(streams, drain, func(p *os.File) error {
-				if rel != nil {
-					if err := rel.Release(); err != nil {
-						return err
-					}
-				}
-				var err error
-				if pid, err = spawnSuccessor(lns, p, time.Minute, log); err != nil && rel != nil {
-					if rerr := rel.Reacquire(); rerr != nil {
-						return fmt.Errorf("%w; and reopening the store failed: %w", err, rerr)
-					}
-				}
-				return err
-			}, log)
-			if herr != nil {
-				log.Error("hand-over failed: this process goes on serving", "err", herr)
+			if err := handOverToSuccessor(streams, lns, rel, drain, log); err != nil {
+				log.Error("hand-over failed: this process goes on serving", "err", err)
 				streams.ResumeAccepting()
 				serveStreams()
 				continue
 			}
-			log.Info("hand-over: the successor serves now", "pid", pid, "clients", n)
 		}
 		break wait
 	}
@@ -318,10 +294,14 @@ wait:
 	return err
 }
 
+// connections counts the open client connections: the stream ports' and the event streams'.
 func connections(lns *listen.Set) int64 {
 	var n int64
 	for _, p := range lns.Stream {
 		n += p.Conns.Load()
+	}
+	if lns.Events != nil {
+		n += lns.Events.Conns.Load()
 	}
 	return n
 }

@@ -48,6 +48,46 @@ func handOver(streams *stream.Server, drain time.Duration, give func(*os.File) e
 	return n, nil
 }
 
+// handOverToSystemd leaves the clients in systemd's fd store for the next start of the service
+// (SIGTERM with --keep-clients). If that fails they stay here and get the shutdown notice.
+func handOverToSystemd(streams *stream.Server, drain time.Duration, log *slog.Logger) {
+	n, err := handOver(streams, drain, func(p *os.File) error {
+		_, err := handover.Store(p)
+		return err
+	}, log)
+	if err != nil {
+		log.Error("hand-over to systemd's fd store failed: clients are told the server stops", "err", err)
+		return
+	}
+	log.Info("hand-over: clients left in systemd's fd store for the next start", "clients", n)
+}
+
+// handOverToSuccessor starts a successor process and gives it the listeners and the clients
+// (SIGUSR2). A bolt store is released for it first, and taken back if it fails; then the error
+// says why and this process must go on serving.
+func handOverToSuccessor(streams *stream.Server, lns *listen.Set, rel *releasable, drain time.Duration, log *slog.Logger) error {
+	var pid int
+	n, err := handOver(streams, drain, func(p *os.File) error {
+		if rel != nil {
+			if err := rel.Release(); err != nil {
+				return err
+			}
+		}
+		var err error
+		if pid, err = spawnSuccessor(lns, p, time.Minute, log); err != nil && rel != nil {
+			if rerr := rel.Reacquire(); rerr != nil {
+				return fmt.Errorf("%w; and reopening the store failed: %w", err, rerr)
+			}
+		}
+		return err
+	}, log)
+	if err != nil {
+		return err
+	}
+	log.Info("hand-over: the successor serves now", "pid", pid, "clients", n)
+	return nil
+}
+
 // spawnSuccessor starts this binary again with the same arguments, as socket activation would:
 // the listeners and the parcel in LISTEN_FDS, named in LISTEN_FDNAMES, and a NOTIFY_SOCKET of our
 // own on which it reports READY=1. It returns once the successor is ready, or fails if the

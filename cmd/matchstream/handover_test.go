@@ -424,3 +424,71 @@ func subscribersAt(url string) int {
 	}
 	return -1
 }
+
+// A successor that fails (here the binary at the daemon's path was replaced by one that exits 1)
+// leaves the old process serving: it takes its store and clients back, keeps streaming to them,
+// and accepts new ones.
+func TestHandoverFailureKeepsServing(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "matchstream")
+	b, err := os.ReadFile(binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	api, stream := freePorts(t, 2)
+	logf, err := os.Create(filepath.Join(dir, "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, "serve", "--config", "/dev/null", "--state-dir", state,
+		"--api", fmt.Sprintf("127.0.0.1:%d", api), "--stream", fmt.Sprintf("127.0.0.1:%d-%d", stream[0], stream[1]))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	url := func(p string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", api, p) }
+	logText := func() string { b, _ := os.ReadFile(logf.Name()); return string(b) }
+	var health struct{ Pid int }
+	waitUntil(t, "daemon healthy", 20*time.Second, func() bool { return getJSONAt(url("/healthz"), &health) == 200 })
+
+	lines, v3 := sampleLines(t)
+	token := stateToken(t, state)
+	post := func(part []string, name string) {
+		run(t, 0, "watcher", "--api", url(""), "--token", token, "--speed", "0", "-q", "--match", sampleID,
+			writeFile(t, dir, name, part))
+	}
+	post(lines[:1], "start.jsonl")
+	w := &watchers{}
+	for i := range 50 {
+		w.connect(t, stream[i%2], i%2 == 1, i)
+	}
+	waitUntil(t, "50 subscribers", 30*time.Second, func() bool { return subscribersAt(url("/matches")) == 50 })
+
+	// The upgrade goes wrong: the new binary cannot start.
+	broken := filepath.Join(dir, "broken")
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho broken build >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(broken, exe); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGUSR2)
+	waitUntil(t, "the failed hand-over logged", 90*time.Second, func() bool {
+		return strings.Contains(logText(), "hand-over failed: this process goes on serving")
+	})
+	if getJSONAt(url("/healthz"), &health) != 200 || health.Pid != cmd.Process.Pid {
+		t.Fatalf("after the failed hand-over /healthz answers pid %d, want %d:\n%s", health.Pid, cmd.Process.Pid, logText())
+	}
+	for i := range 10 { // new clients are accepted again
+		w.connect(t, stream[i%2], true, 50+i)
+	}
+	waitUntil(t, "60 subscribers", 30*time.Second, func() bool { return subscribersAt(url("/matches")) == 60 })
+	post(lines[1:], "rest.jsonl") // the store is writable again
+	w.check(t, v3)
+}
