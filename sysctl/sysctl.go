@@ -84,6 +84,9 @@ func Table() []Knob {
 		{Name: "net.ipv4.tcp_wmem", PerNetns: true, Severity: Warn,
 			Why:  "per-socket send buffer: its minimum is what a socket keeps under memory pressure",
 			Need: func(Target) Need { return tripleMinAtMost(4096) }},
+		{Name: "net.core.wmem_max", Persist: true, Severity: Warn,
+			Why:  "caps the socket buffer that carries the clients to the next process on a restart",
+			Need: func(t Target) Need { return atLeast(ParcelBuffer(t.Connections)) }},
 		{Name: "net.netfilter.nf_conntrack_max", Persist: true, Module: "nf_conntrack", Severity: Fail,
 			Why:  "tracked connections: when full, new connections are dropped ('table full')",
 			Need: func(t Target) Need { return atLeast(ConntrackMax(t.Connections)) }},
@@ -105,6 +108,12 @@ func ConntrackMax(connections int) int { return max(262144, connections+connecti
 
 // ConntrackBuckets is the hash size: a quarter of the table keeps chains short.
 func ConntrackBuckets(connections int) int { return ConntrackMax(connections) / 4 }
+
+// ParcelBuffer is the net.core.wmem_max a restart needs to hand every client to the next process
+// (package daemon/handover): the parcel queues one message of about 768 bytes per 253 connections
+// on a socket whose buffer the kernel caps at twice wmem_max. Twice that again, for margin; never
+// below the kernel's default.
+func ParcelBuffer(connections int) int { return max(212992, (connections/253+2)*768) }
 
 func clamp(v, lo, hi int) int { return min(max(v, lo), hi) }
 
