@@ -28,10 +28,15 @@ const envSuccessor = "MATCHSTREAM_SUCCESSOR"
 // handOver detaches the clients, packs them and gives the parcel away with give; it returns how
 // many the receiver now holds. On any failure the clients are taken back and served here.
 func handOver(streams *stream.Server, drain time.Duration, give func(*os.File) error, log *slog.Logger) (int, error) {
+	t0 := time.Now()
+	log.Info("hand-over: freezing: posts get 503 until the next process serves")
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	conns, release := streams.Handover(ctx)
 	cancel()
 	parcel, n, err := handover.Pack(conns)
+	if err == nil {
+		log.Info("hand-over: clients packed", "clients", n, "took", time.Since(t0).Round(time.Millisecond))
+	}
 	if err == nil {
 		err = give(parcel)
 		parcel.Close()
