@@ -48,6 +48,7 @@ func benchCommand() *cli.Command {
 			&cli.DurationFlag{Name: "max-latency", Value: time.Second, Usage: "with --find-limit: p99 delivery latency bound"},
 			&cli.IntFlag{Name: "per-process", Usage: "clients per client process (default: the open-files limit less 256)"},
 			&cli.StringFlag{Name: "transport", Value: "tcp", Usage: "how clients watch, comma-separated, each measured in turn: tcp (protocol v3 on the stream ports), sse (Server-Sent Events on the API port, as browsers)"},
+			&cli.DurationFlag{Name: "settle", Usage: "wait this long after the last connect before reading RSS (3m shows what held connections cost, once the connect burst's garbage is collected)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
 			&cli.StringFlag{Name: "report", Usage: "also write a self-contained HTML report to this file"},
 		},
@@ -84,7 +85,7 @@ func benchClientsCommand() *cli.Command {
 func runBench(c *cli.Context) error {
 	cfg := bench.Config{API: c.String("api"), DaemonPID: c.Int("daemon-pid"), Spawn: c.Bool("spawn"),
 		Users: c.Int("n"), Concurrency: c.Int("c"), Events: c.Int("events"), Interval: c.Duration("interval"),
-		Timeout: c.Duration("timeout"), Matches: c.Int("matches"), Rate: c.Float64("rate")}
+		Timeout: c.Duration("timeout"), Matches: c.Int("matches"), Rate: c.Float64("rate"), Settle: c.Duration("settle")}
 	if cfg.Matches > 1 {
 		if b := c.String("baseline"); b != "" && b != "naive" {
 			return usageErr(errors.New("with --matches, only --baseline naive (the goroutine-per-subscriber design) is available"), "")

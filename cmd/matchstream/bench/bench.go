@@ -56,6 +56,10 @@ type Config struct {
 	// Transports are how the clients watch, each measured in turn: "tcp" (protocol v3 on the stream
 	// ports; the default) and "sse" (Server-Sent Events on the API port, as browsers do).
 	Transports []string
+	// Settle is a pause between the last connect and the RSS reading: what the connect burst
+	// allocated (HTTP request state, fasthttp's idle workers' stacks) is then collected and
+	// returned, and the reading shows what the held connections cost.
+	Settle time.Duration
 }
 
 // connectLine is what client i sends to watch match id over a transport: the v3 connect line, or
@@ -142,20 +146,25 @@ func (c *Config) progress(format string, a ...any) {
 // Run runs the bench against matchstream and then each baseline.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res := &Result{Machine: machine(), When: time.Now().UTC()}
-	if cfg.Spawn {
-		d, err := spawnDaemon(ctx)
-		if err != nil {
-			return nil, err
-		}
-		defer d.stop()
-		cfg.API, cfg.Token, cfg.Stream, cfg.DaemonPID = d.api, d.token, d.stream, d.pid
-	}
 	transports := cfg.Transports
 	if len(transports) == 0 {
 		transports = []string{"tcp"}
 	}
 	for _, tr := range transports {
-		f, err := runMatchstream(ctx, &cfg, tr)
+		// With --spawn each transport gets a fresh daemon: a second run in the same process
+		// reuses the heap the first one grew, and its memory per connection would read too low.
+		f, err := func() (*Figures, error) {
+			c := cfg
+			if c.Spawn {
+				d, err := spawnDaemon(ctx)
+				if err != nil {
+					return nil, err
+				}
+				defer d.stop()
+				c.API, c.Token, c.Stream, c.DaemonPID = d.api, d.token, d.stream, d.pid
+			}
+			return runMatchstream(ctx, &c, tr)
+		}()
 		if err != nil {
 			return nil, err
 		}
@@ -311,6 +320,10 @@ func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string
 	fig.Connected, fig.Refused, fig.TimedOut, fig.OtherErrors = fl.counts()
 	if err := settled(fig.Connected); err != nil {
 		return nil, err
+	}
+	if cfg.Settle > 0 {
+		cfg.progress("%s: settling %s before reading RSS", server, cfg.Settle)
+		time.Sleep(cfg.Settle)
 	}
 	after := rssSum(pids)
 	fig.RSSPerProcessMB = nil
