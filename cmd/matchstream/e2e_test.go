@@ -289,7 +289,7 @@ func TestEndToEnd(t *testing.T) {
 }
 
 // A client that stops reading is cut when its queue fills, and the others on the same match get
-// everything without waiting for it.
+// everything without waiting for it: a TCP client and a browser's event stream alike.
 func TestStalledClientIsCut(t *testing.T) {
 	d := startDaemon(t, filepath.Join(t.TempDir(), "state"), "--client-queue", "512", "--write-timeout", "20s", "--send-buffer", "16384")
 	const id = "fla-flu-2011-09-11"
@@ -328,11 +328,18 @@ func TestStalledClientIsCut(t *testing.T) {
 	}
 	defer sc.Close()
 	io.WriteString(sc, "VERSION:1:CONNECT:stalled:MATCH:"+id+"\r\n")
+	// And a browser that stalls: the event stream on the API port gets the same cut.
+	ssc, err := dialer.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", d.apiPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ssc.Close()
+	io.WriteString(ssc, "GET /matches/"+id+"/stream HTTP/1.1\r\nHost: x\r\n\r\n")
 	var readers []*rawClient
 	for i := range 5 {
 		readers = append(readers, dial(t, d.stream[i%len(d.stream)], "VERSION:3:CONNECT:r:MATCH:"+id+"\r\n", true))
 	}
-	waitUntil(t, "6 subscribers", 30*time.Second, func() bool { return d.subscribers(id) == 6 })
+	waitUntil(t, "7 subscribers", 30*time.Second, func() bool { return d.subscribers(id) == 7 })
 
 	const batches, perBatch = 30, 100
 	comment := strings.Repeat("goooal ", 140)
@@ -367,7 +374,7 @@ func TestStalledClientIsCut(t *testing.T) {
 	if !strings.Contains(d.log.String(), "reason=slow_consumer") {
 		t.Errorf("no slow_consumer cut in the daemon log")
 	}
-	if m := d.metrics(); m["matchstream_slow_consumer_disconnects_total"] != 1 || m["matchstream_client_queue_max_frames"] < 512 {
+	if m := d.metrics(); m["matchstream_slow_consumer_disconnects_total"] != 2 || m["matchstream_client_queue_max_frames"] < 512 {
 		t.Errorf("metrics: slow-consumer cuts %v, longest queue %v", m["matchstream_slow_consumer_disconnects_total"], m["matchstream_client_queue_max_frames"])
 	}
 	// Now the stalled client reads what reached it: the stream stops short of the stop event.
@@ -375,6 +382,11 @@ func TestStalledClientIsCut(t *testing.T) {
 	got, _ := io.ReadAll(sc)
 	if len(got) == 0 || bytes.Contains(got, []byte(": stop:\n")) {
 		t.Fatalf("stalled client got %d bytes (stop included: %v); want a cut stream", len(got), bytes.Contains(got, []byte(": stop:\n")))
+	}
+	ssc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	got, _ = io.ReadAll(ssc)
+	if !bytes.HasPrefix(got, []byte("HTTP/1.1 200 OK")) || bytes.Contains(got, []byte("event: stop")) {
+		t.Fatalf("stalled SSE client got %d bytes (stop included: %v); want a cut stream", len(got), bytes.Contains(got, []byte("event: stop")))
 	}
 }
 
