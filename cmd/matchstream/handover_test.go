@@ -179,47 +179,34 @@ type watchers struct {
 	refused     int
 }
 
-// connectSSE opens an event stream on the API port.
-func (w *watchers) connectSSE(t *testing.T, port int) {
+// open connects a client that sends request and reads until closed, and files it under list.
+func (w *watchers) open(t *testing.T, port int, request string, list *[]*rawClient) {
 	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if err != nil {
-		w.mu.Lock()
 		w.refused++
-		w.mu.Unlock()
 		return
 	}
 	t.Cleanup(func() { c.Close() })
-	c.Write([]byte("GET /matches/" + sampleID + "/stream HTTP/1.1\r\nHost: x\r\n\r\n"))
+	c.Write([]byte(request))
 	rc := &rawClient{conn: c, done: make(chan struct{})}
 	go rc.readAll()
-	w.mu.Lock()
-	w.sse = append(w.sse, rc)
-	w.mu.Unlock()
+	*list = append(*list, rc)
 }
 
+// connectSSE opens an event stream on the API port.
+func (w *watchers) connectSSE(t *testing.T, port int) {
+	w.open(t, port, "GET /matches/"+sampleID+"/stream HTTP/1.1\r\nHost: x\r\n\r\n", &w.sse)
+}
+
+// connect connects a v1 or v3 client to a stream port.
 func (w *watchers) connect(t *testing.T, port int, v3 bool, i int) {
-	line := fmt.Sprintf("VERSION:1:CONNECT:u%d:MATCH:%s\r\n", i, sampleID)
 	if v3 {
-		line = fmt.Sprintf("VERSION:3:CONNECT:u%d:MATCH:%s\r\n", i, sampleID)
-	}
-	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
-	if err != nil {
-		w.mu.Lock()
-		w.refused++
-		w.mu.Unlock()
-		return
-	}
-	t.Cleanup(func() { c.Close() })
-	c.Write([]byte(line))
-	rc := &rawClient{conn: c, done: make(chan struct{})}
-	go rc.readAll()
-	w.mu.Lock()
-	if v3 {
-		w.v3 = append(w.v3, rc)
+		w.open(t, port, fmt.Sprintf("VERSION:3:CONNECT:u%d:MATCH:%s\r\n", i, sampleID), &w.v3)
 	} else {
-		w.v1 = append(w.v1, rc)
+		w.open(t, port, fmt.Sprintf("VERSION:1:CONNECT:u%d:MATCH:%s\r\n", i, sampleID), &w.v1)
 	}
-	w.mu.Unlock()
 }
 
 // check waits for every client to be closed after the end event and checks its stream: the status
@@ -315,74 +302,149 @@ func TestRestartKeepsClients(t *testing.T) {
 	t.Logf("%d TCP and %d SSE clients from the start and %d that connected during the restarts got the whole match exactly once", n, browsers, late)
 }
 
-// Outside systemd, SIGUSR2 starts a successor which takes the listeners and every client: the old
-// process exits, the clients notice nothing, and posts go on through the successor.
-func TestHandoverOnSIGUSR2(t *testing.T) {
-	dir := t.TempDir()
-	state := filepath.Join(dir, "state")
+// loggedDaemon is a daemon whose output goes to a file, not a pipe: a successor it starts on
+// SIGUSR2 inherits that output and outlives it, and exec.Cmd would wait for a pipe's last writer.
+type loggedDaemon struct {
+	cmd    *exec.Cmd
+	exited chan error
+	api    int
+	stream []int
+	state  string
+	log    string
+}
+
+func startLoggedDaemon(t *testing.T, exe, dir string) *loggedDaemon {
+	t.Helper()
 	api, stream := freePorts(t, 2)
-	logf, err := os.Create(filepath.Join(dir, "log"))
+	d := &loggedDaemon{exited: make(chan error, 1), api: api, stream: stream,
+		state: filepath.Join(dir, "state"), log: filepath.Join(dir, "log")}
+	logf, err := os.Create(d.log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	// Output to a file, not a pipe: the successor inherits it, and outlives this process.
-	cmd := exec.Command(binary, "serve", "--config", "/dev/null", "--state-dir", state, "--log-level", "debug",
+	d.cmd = exec.Command(exe, "serve", "--config", "/dev/null", "--state-dir", d.state, "--log-level", "debug",
 		"--api", fmt.Sprintf("127.0.0.1:%d", api), "--stream", fmt.Sprintf("127.0.0.1:%d-%d", stream[0], stream[1]))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill() })
-	url := func(p string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", api, p) }
-	logText := func() string { b, _ := os.ReadFile(logf.Name()); return string(b) }
+	go func() { d.exited <- d.cmd.Wait() }()
+	t.Cleanup(func() { d.cmd.Process.Kill() })
 	var health struct{ Pid int }
-	waitUntil(t, "daemon healthy", 20*time.Second, func() bool { return getJSONAt(url("/healthz"), &health) == 200 })
-	if health.Pid != cmd.Process.Pid {
-		t.Fatalf("/healthz pid %d, want %d", health.Pid, cmd.Process.Pid)
-	}
+	waitUntil(t, "daemon healthy", 20*time.Second, func() bool { return getJSONAt(d.url("/healthz"), &health) == 200 })
+	return d
+}
 
-	lines, v3 := sampleLines(t)
-	token := stateToken(t, state)
-	post := func(part []string, name string) {
-		run(t, 0, "watcher", "--api", url(""), "--token", token, "--speed", "0", "-q", "--match", sampleID,
-			writeFile(t, dir, name, part))
+func (d *loggedDaemon) url(p string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", d.api, p) }
+
+func (d *loggedDaemon) logText() string { b, _ := os.ReadFile(d.log); return string(b) }
+
+// pid is the pid /healthz reports (0 if it does not answer).
+func (d *loggedDaemon) pid() int {
+	var health struct{ Pid int }
+	if getJSONAt(d.url("/healthz"), &health) != 200 {
+		return 0
 	}
-	post(lines[:1], "start.jsonl")
+	return health.Pid
+}
+
+// post replays part of the sample match through the watcher.
+func (d *loggedDaemon) post(t *testing.T, dir, name string, part []string) {
+	t.Helper()
+	run(t, 0, "watcher", "--api", d.url(""), "--token", stateToken(t, d.state), "--speed", "0", "-q", "--match", sampleID,
+		writeFile(t, dir, name, part))
+}
+
+// Outside systemd, SIGUSR2 starts a successor which takes the listeners and every client: the old
+// process exits, the clients notice nothing, and posts go on through the successor.
+func TestHandoverOnSIGUSR2(t *testing.T) {
+	dir := t.TempDir()
+	d := startLoggedDaemon(t, binary, dir)
+	if got := d.pid(); got != d.cmd.Process.Pid {
+		t.Fatalf("/healthz pid %d, want %d", got, d.cmd.Process.Pid)
+	}
+	lines, v3 := sampleLines(t)
+	d.post(t, dir, "start.jsonl", lines[:1])
 	w := &watchers{}
 	for i := range 200 {
-		w.connect(t, stream[i%2], i%2 == 1, i)
+		w.connect(t, d.stream[i%2], i%2 == 1, i)
 	}
-	waitUntil(t, "200 subscribers", 30*time.Second, func() bool { return subscribersAt(url("/matches")) == 200 })
-	post(lines[1:20], "part1.jsonl")
+	waitUntil(t, "200 subscribers", 30*time.Second, func() bool { return subscribersAt(d.url("/matches")) == 200 })
+	d.post(t, dir, "part1.jsonl", lines[1:20])
 	// One client is in the middle of its connect line at the hand-over.
-	half := dial(t, stream[0], "VERSION:3:CONNECT:slow:MA", true)
+	half := dial(t, d.stream[0], "VERSION:3:CONNECT:slow:MA", true)
 
-	cmd.Process.Signal(syscall.SIGUSR2)
+	d.cmd.Process.Signal(syscall.SIGUSR2)
 	select {
-	case err := <-exited:
+	case err := <-d.exited:
 		if err != nil {
-			t.Fatalf("old process: %v\n%s", err, logText())
+			t.Fatalf("old process: %v\n%s", err, d.logText())
 		}
 	case <-time.After(90 * time.Second):
-		t.Fatalf("old process still running after SIGUSR2:\n%s", logText())
+		t.Fatalf("old process still running after SIGUSR2:\n%s", d.logText())
 	}
+	var successor int
 	waitUntil(t, "successor healthy", 20*time.Second, func() bool {
-		return getJSONAt(url("/healthz"), &health) == 200 && health.Pid != cmd.Process.Pid
+		successor = d.pid()
+		return successor != 0 && successor != d.cmd.Process.Pid
 	})
-	t.Cleanup(func() { syscall.Kill(health.Pid, syscall.SIGKILL) })
-	if !strings.Contains(logText(), "hand-over: the successor serves now") {
-		t.Fatalf("no hand-over in the log:\n%s", logText())
+	t.Cleanup(func() { syscall.Kill(successor, syscall.SIGKILL) })
+	if !strings.Contains(d.logText(), "hand-over: the successor serves now") {
+		t.Fatalf("no hand-over in the log:\n%s", d.logText())
 	}
 	half.conn.Write([]byte("TCH:" + sampleID + ":FROM:20\r\n"))
-	post(lines[20:], "part2.jsonl")
+	d.post(t, dir, "part2.jsonl", lines[20:])
 	w.check(t, v3)
 	if got, want := half.wait(t), bytes.Join(v3[20:], nil); !bytes.Equal(got, want) {
 		t.Fatalf("the client that was mid-handshake got\n%s\nwant\n%s", got, want)
 	}
-	syscall.Kill(health.Pid, syscall.SIGTERM)
+	syscall.Kill(successor, syscall.SIGTERM)
+}
+
+// A successor that fails (here the binary at the daemon's path was replaced by one that exits 1)
+// leaves the old process serving: it takes its store and clients back, keeps streaming to them,
+// and accepts new ones.
+func TestHandoverFailureKeepsServing(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "matchstream")
+	b, err := os.ReadFile(binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := startLoggedDaemon(t, exe, dir)
+	lines, v3 := sampleLines(t)
+	d.post(t, dir, "start.jsonl", lines[:1])
+	w := &watchers{}
+	for i := range 50 {
+		w.connect(t, d.stream[i%2], i%2 == 1, i)
+	}
+	waitUntil(t, "50 subscribers", 30*time.Second, func() bool { return subscribersAt(d.url("/matches")) == 50 })
+
+	// The upgrade goes wrong: the new binary cannot start.
+	broken := filepath.Join(dir, "broken")
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho broken build >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(broken, exe); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGUSR2)
+	waitUntil(t, "the failed hand-over logged", 90*time.Second, func() bool {
+		return strings.Contains(d.logText(), "hand-over failed: this process goes on serving")
+	})
+	if got := d.pid(); got != d.cmd.Process.Pid {
+		t.Fatalf("after the failed hand-over /healthz answers pid %d, want %d:\n%s", got, d.cmd.Process.Pid, d.logText())
+	}
+	for i := range 10 { // new clients are accepted again
+		w.connect(t, d.stream[i%2], true, 50+i)
+	}
+	waitUntil(t, "60 subscribers", 30*time.Second, func() bool { return subscribersAt(d.url("/matches")) == 60 })
+	d.post(t, dir, "rest.jsonl", lines[1:]) // the store is writable again
+	w.check(t, v3)
 }
 
 func stateToken(t *testing.T, stateDir string) string {
@@ -423,72 +485,4 @@ func subscribersAt(url string) int {
 		}
 	}
 	return -1
-}
-
-// A successor that fails (here the binary at the daemon's path was replaced by one that exits 1)
-// leaves the old process serving: it takes its store and clients back, keeps streaming to them,
-// and accepts new ones.
-func TestHandoverFailureKeepsServing(t *testing.T) {
-	dir := t.TempDir()
-	exe := filepath.Join(dir, "matchstream")
-	b, err := os.ReadFile(binary)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(exe, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	state := filepath.Join(dir, "state")
-	api, stream := freePorts(t, 2)
-	logf, err := os.Create(filepath.Join(dir, "log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(exe, "serve", "--config", "/dev/null", "--state-dir", state,
-		"--api", fmt.Sprintf("127.0.0.1:%d", api), "--stream", fmt.Sprintf("127.0.0.1:%d-%d", stream[0], stream[1]))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	url := func(p string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", api, p) }
-	logText := func() string { b, _ := os.ReadFile(logf.Name()); return string(b) }
-	var health struct{ Pid int }
-	waitUntil(t, "daemon healthy", 20*time.Second, func() bool { return getJSONAt(url("/healthz"), &health) == 200 })
-
-	lines, v3 := sampleLines(t)
-	token := stateToken(t, state)
-	post := func(part []string, name string) {
-		run(t, 0, "watcher", "--api", url(""), "--token", token, "--speed", "0", "-q", "--match", sampleID,
-			writeFile(t, dir, name, part))
-	}
-	post(lines[:1], "start.jsonl")
-	w := &watchers{}
-	for i := range 50 {
-		w.connect(t, stream[i%2], i%2 == 1, i)
-	}
-	waitUntil(t, "50 subscribers", 30*time.Second, func() bool { return subscribersAt(url("/matches")) == 50 })
-
-	// The upgrade goes wrong: the new binary cannot start.
-	broken := filepath.Join(dir, "broken")
-	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho broken build >&2\nexit 1\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(broken, exe); err != nil {
-		t.Fatal(err)
-	}
-	cmd.Process.Signal(syscall.SIGUSR2)
-	waitUntil(t, "the failed hand-over logged", 90*time.Second, func() bool {
-		return strings.Contains(logText(), "hand-over failed: this process goes on serving")
-	})
-	if getJSONAt(url("/healthz"), &health) != 200 || health.Pid != cmd.Process.Pid {
-		t.Fatalf("after the failed hand-over /healthz answers pid %d, want %d:\n%s", health.Pid, cmd.Process.Pid, logText())
-	}
-	for i := range 10 { // new clients are accepted again
-		w.connect(t, stream[i%2], true, 50+i)
-	}
-	waitUntil(t, "60 subscribers", 30*time.Second, func() bool { return subscribersAt(url("/matches")) == 60 })
-	post(lines[1:], "rest.jsonl") // the store is writable again
-	w.check(t, v3)
 }

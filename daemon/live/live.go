@@ -273,20 +273,11 @@ func (r *Registry) Subscribe(conn hub.Conn, req protocol.Request, now time.Time)
 			return nil, &protocol.Error{Code: protocol.CodeNotFound, Detail: "no live match"}
 		}
 	}
-	r.mu.RLock()
-	m := r.matches[id]
-	r.mu.RUnlock()
-	if m == nil {
-		return nil, &protocol.Error{Code: protocol.CodeNotFound, Detail: id}
+	m, err := r.lockForSubscribe(id)
+	if err != nil {
+		return nil, err
 	}
-	m.mu.Lock()
 	defer m.mu.Unlock()
-	if r.frozen.Load() {
-		return nil, ErrHandingOver
-	}
-	if m.state.Seq == 0 { // created by a post still being stored
-		return nil, &protocol.Error{Code: protocol.CodeNotFound, Detail: id}
-	}
 	var first [][]byte
 	if req.Version == 3 && req.HasFrom {
 		if req.From > m.state.Seq {
@@ -347,13 +338,10 @@ func (r *Registry) Detach(sub *hub.Subscriber) (id string, seq uint64, ok bool) 
 // Resume subscribes a connection handed over by the previous process, which had sent it match id's
 // events up to seq in protocol version: it is sent what came after, then follows live as before.
 func (r *Registry) Resume(conn hub.Conn, id string, version int, seq uint64) (*hub.Subscriber, error) {
-	r.mu.RLock()
-	m := r.matches[id]
-	r.mu.RUnlock()
-	if m == nil {
-		return nil, &protocol.Error{Code: protocol.CodeNotFound, Detail: id}
+	m, err := r.lockForSubscribe(id)
+	if err != nil {
+		return nil, err
 	}
-	m.mu.Lock()
 	defer m.mu.Unlock()
 	if seq > m.state.Seq {
 		return nil, fmt.Errorf("resume %s after %d: the store has only %d events", id, seq, m.state.Seq)
@@ -370,20 +358,11 @@ func (r *Registry) Resume(conn hub.Conn, id string, version int, seq uint64) (*h
 // since its Last-Event-ID), else the status; then every event live. A match that is over gets that
 // and the connection closes. A resume that is past the end is answered with the status instead.
 func (r *Registry) SubscribeSSE(conn hub.Conn, id string, after uint64, resume bool, head []byte) (*hub.Subscriber, error) {
-	r.mu.RLock()
-	m := r.matches[id]
-	r.mu.RUnlock()
-	if m == nil {
-		return nil, &protocol.Error{Code: protocol.CodeNotFound, Detail: id}
+	m, err := r.lockForSubscribe(id)
+	if err != nil {
+		return nil, err
 	}
-	m.mu.Lock()
 	defer m.mu.Unlock()
-	if r.frozen.Load() {
-		return nil, ErrHandingOver
-	}
-	if m.state.Seq == 0 {
-		return nil, &protocol.Error{Code: protocol.CodeNotFound, Detail: id}
-	}
 	first := [][]byte{head}
 	if resume && after <= m.state.Seq {
 		for _, f := range m.frames[after:] {
@@ -446,6 +425,27 @@ func (r *Registry) Wait(ctx context.Context, id string, after uint64) (Poll, boo
 			return p, true
 		}
 	}
+}
+
+// lockForSubscribe returns match id with its lock held, ready for a new subscriber: it exists, has
+// started, and no hand-over is under way.
+func (r *Registry) lockForSubscribe(id string) (*Match, error) {
+	r.mu.RLock()
+	m := r.matches[id]
+	r.mu.RUnlock()
+	if m == nil {
+		return nil, &protocol.Error{Code: protocol.CodeNotFound, Detail: id}
+	}
+	m.mu.Lock()
+	if r.frozen.Load() {
+		m.mu.Unlock()
+		return nil, ErrHandingOver
+	}
+	if m.state.Seq == 0 { // created by a post still being stored
+		m.mu.Unlock()
+		return nil, &protocol.Error{Code: protocol.CodeNotFound, Detail: id}
+	}
+	return m, nil
 }
 
 // Current is the live match a V:2 client watches: the one that started last.
