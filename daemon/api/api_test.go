@@ -41,6 +41,7 @@ type fixture struct {
 	st     *failingStore
 	ports  []*listen.Port
 	dial   func() (net.Conn, error)
+	h      *api.Handler
 }
 
 // failingStore wraps a store and can be made to fail appends, like a store that is down.
@@ -117,7 +118,7 @@ func newFixtureOn(t testing.TB, backing store.Store) *fixture {
 	go srv.Serve(mem)
 	t.Cleanup(func() { srv.Shutdown(); mem.Close() })
 	return &fixture{t: t, reg: reg, st: st, client: &fasthttp.Client{DisableHeaderNamesNormalizing: true,
-		Dial: func(string) (net.Conn, error) { return mem.Dial() }}, ports: ports, dial: mem.Dial}
+		Dial: func(string) (net.Conn, error) { return mem.Dial() }}, ports: ports, dial: mem.Dial, h: h}
 }
 
 func (f *fixture) do(method, path, auth, body string) (int, []byte, *fasthttp.ResponseHeader) {
@@ -352,6 +353,34 @@ func FuzzPostEvents(f *testing.F) {
 			if code, b, _ := fx.do("GET", p, "", ""); code != 200 || !json.Valid(b) {
 				t.Fatalf("GET %s after POST %q: %d %s", p, body, code, b)
 			}
+		}
+	})
+}
+
+// FuzzReadRequests sends arbitrary paths and queries under a match (event streams, long-polls with
+// any after and timeout, Last-Event-ID as a query, events?from=): never a panic, only the statuses
+// the API documents, and JSON wherever JSON is promised.
+func FuzzReadRequests(f *testing.F) {
+	for _, s := range []string{"stream", "stream?last_event_id=3", "stream?last_event_id=99999999999999999999",
+		"poll?after=2&timeout=0.01", "poll?after=-1", "poll?timeout=1e308", "poll?timeout=NaN", "events?from=2", "x/y", ""} {
+		f.Add(s)
+	}
+	fx := newFixtureOn(f, &memStore{recs: map[string][]match.Record{}})
+	fx.postSample(5)
+	fx.h.Stop() // long-polls answer at once: the fuzzer must not wait for their timeouts
+	f.Fuzz(func(t *testing.T, rest string) {
+		if strings.ContainsFunc(rest, func(r rune) bool { return r <= ' ' || r >= 0x7f || r == '#' }) {
+			return // not a request line a client can send: the fixture's client refuses it
+		}
+		fx.t = t
+		code, b, hdr := fx.do("GET", "/matches/"+id+"/"+rest, "", "")
+		switch code {
+		case 200, 204, 400, 404, 405, 431, 503: // 431: a request line over fasthttp's buffer
+		default:
+			t.Fatalf("GET %q = %d %s", rest, code, b)
+		}
+		if strings.HasPrefix(string(hdr.ContentType()), "application/json") && !json.Valid(b) {
+			t.Fatalf("GET %q: invalid JSON %s", rest, b)
 		}
 	})
 }
