@@ -150,6 +150,7 @@ func TestBrowserLiveMatchPage(t *testing.T) {
 	waitUntil(t, "the match list", 20*time.Second, func() bool {
 		return strings.Contains(w.text(`return document.querySelector("ul.matches")?.innerText || ""`), "ELP 0 – 0 TIG")
 	})
+	t.Logf("screenshot: %s", w.screenshot("match-list.png"))
 	w.call("POST", "/url", map[string]string{"url": d.url("/#/m/" + sampleID)})
 	waitUntil(t, "kick-off in the feed", 20*time.Second, func() bool {
 		return strings.Contains(w.text(`return document.getElementById("feed")?.innerText || ""`), "Kick-off: ELP v TIG")
