@@ -35,6 +35,9 @@ type Config struct {
 	// SSEHeartbeat is how often Server-Sent Events clients get a comment line, so proxies and NATs
 	// do not time an idle stream out.
 	SSEHeartbeat time.Duration
+	// KeepEnded is how long a finished match without subscribers keeps its history and rendered
+	// events in memory; after that they are read from the store when asked for.
+	KeepEnded time.Duration
 
 	Listen listen.Config
 	Stream stream.Config
@@ -50,6 +53,7 @@ func Default() Config {
 		TargetConnections: 1_000_000,
 		ShutdownTimeout:   10 * time.Second,
 		SSEHeartbeat:      15 * time.Second,
+		KeepEnded:         10 * time.Minute,
 		Listen: listen.Config{API: "127.0.0.1:8888", Stream: streams, Backlog: 65535,
 			SomaxconnPath: "/proc/sys/net/core/somaxconn"},
 		Stream: stream.Config{HandshakeTimeout: 10 * time.Second, MaxLine: 1024, KeepAlive: 60 * time.Second, ConnBurst: 20},

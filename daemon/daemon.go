@@ -244,6 +244,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		every(loops, 5*time.Second, func() { daemon.SdNotify(false, status(lns, reg, cfg)) })
 	}()
 	go func() { defer loopsWG.Done(); every(loops, cfg.SSEHeartbeat, reg.Heartbeat) }()
+	loopsWG.Add(1)
+	go func() { // finished matches leave memory; the store keeps them
+		defer loopsWG.Done()
+		every(loops, max(time.Second, min(time.Minute, cfg.KeepEnded/4)), func() {
+			if n := reg.Evict(cfg.KeepEnded, time.Now()); n > 0 {
+				log.Debug("finished matches left memory", "matches", n)
+			}
+		})
+	}()
 	go func() { defer loopsWG.Done(); watchdogLoop(loops, reg, log) }()
 
 	usr2 := make(chan os.Signal, 1)

@@ -71,6 +71,8 @@ func daemonFlags() []cli.Flag {
 			Usage: "under systemd, SIGTERM leaves the clients in the fd store for the next start (needs FileDescriptorStoreMax= in the unit, as shipped) instead of telling them the server stops"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "sse-heartbeat", Value: d.SSEHeartbeat, EnvVars: env("sse-heartbeat"),
 			Usage: "how often Server-Sent Events clients get a comment line, so proxies do not time idle streams out (0 = never)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "keep-ended", Value: d.KeepEnded, EnvVars: env("keep-ended"),
+			Usage: "how long a finished match without subscribers keeps its events in memory; after that they are read from the store"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "send-buffer", EnvVars: env("send-buffer"),
 			Usage: "fixed SO_SNDBUF per client socket in bytes (0 = kernel autotuning up to tcp_wmem)"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-body", Value: d.API.MaxBodySize, EnvVars: env("max-body"),
@@ -145,6 +147,7 @@ func configFrom(c *cli.Context) (daemon.Config, error) {
 	cfg.Hub.WriteTimeout = c.Duration("write-timeout")
 	cfg.KeepClients = c.Bool("keep-clients")
 	cfg.SSEHeartbeat = c.Duration("sse-heartbeat")
+	cfg.KeepEnded = c.Duration("keep-ended")
 	streams, err := listen.ParseRange(c.String("stream"))
 	if err != nil {
 		return cfg, usageErr(err, "")

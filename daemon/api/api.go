@@ -277,12 +277,15 @@ func (h *Handler) events(ctx *fasthttp.RequestCtx, id string) {
 		}
 		from = n
 	}
-	recs, ok := h.reg.Events(id, from)
-	if !ok {
+	recs, ok, err := h.reg.Events(ctx, id, from)
+	switch {
+	case !ok:
 		writeError(ctx, fasthttp.StatusNotFound, "match "+id+" not found")
-		return
+	case err != nil:
+		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+	default:
+		writeJSON(ctx, fasthttp.StatusOK, recs)
 	}
-	writeJSON(ctx, fasthttp.StatusOK, recs)
 }
 
 func (h *Handler) authorized(ctx *fasthttp.RequestCtx) bool {

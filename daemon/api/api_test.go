@@ -295,7 +295,7 @@ func TestPostEvents(t *testing.T) {
 			}
 		})
 	}
-	if recs, _ := f.reg.Events(id, 0); len(recs) != 4 {
+	if recs, _, _ := f.reg.Events(context.Background(), id, 0); len(recs) != 4 {
 		t.Fatalf("%d events stored, want 4", len(recs))
 	}
 	// A body over --max-body is refused from its Content-Length, before it is read.
@@ -323,7 +323,7 @@ func TestPostEvents(t *testing.T) {
 		t.Fatalf("outcome unknown: %d %s", code, body)
 	}
 	f.st.unknown = false
-	if recs, _ := f.reg.Events(id, 0); len(recs) != 4 {
+	if recs, _, _ := f.reg.Events(context.Background(), id, 0); len(recs) != 4 {
 		t.Fatalf("a refused post changed the history: %d events", len(recs))
 	}
 	if code, body, _ := f.do("DELETE", "/matches/"+id+"/events", "Bearer "+token, ""); code != 405 {

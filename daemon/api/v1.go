@@ -55,9 +55,13 @@ func (h *Handler) serveV1(ctx *fasthttp.RequestCtx, rest string) {
 			}
 			writeJSON(ctx, fasthttp.StatusOK, V1MatchOf(&s))
 		case "history":
-			recs, ok := h.reg.Events(id, 0)
+			recs, ok, err := h.reg.Events(ctx, id, 0)
 			if !ok {
 				ctx.SetStatusCode(fasthttp.StatusNotFound)
+				return
+			}
+			if err != nil {
+				ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
 				return
 			}
 			out := make([]V1Event, len(recs))

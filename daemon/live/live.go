@@ -52,6 +52,11 @@ type Match struct {
 	history []match.Record
 	frames  []protocol.Frames // frames[i] renders history[i]
 	changed chan struct{}     // closed and cleared when events are added: wakes long-polls
+	// endedAt is when this process saw the match end; once it has been over for a while and has no
+	// subscriber, Evict drops history and frames (evicted) and they are read from the store again
+	// when asked for: an appliance that runs for months must not keep every match it ever served.
+	endedAt time.Time
+	evicted bool
 }
 
 // Open loads every match from the store and folds its events, so live matches continue after a
@@ -149,6 +154,9 @@ func (m *Match) lastSeq() (uint64, bool) {
 func (m *Match) add(rec match.Record) {
 	m.history = append(m.history, rec)
 	m.frames = append(m.frames, protocol.RenderEvent(m.id, rec))
+	if m.state.Ended() && m.endedAt.IsZero() {
+		m.endedAt = time.Now()
+	}
 	if m.changed != nil {
 		close(m.changed)
 		m.changed = nil
@@ -284,7 +292,11 @@ func (r *Registry) Subscribe(conn hub.Conn, req protocol.Request, now time.Time)
 			return nil, &protocol.Error{Code: protocol.CodeBadRequest,
 				Detail: fmt.Sprintf("FROM %d is past the last event of %s (%d)", req.From, id, m.state.Seq)}
 		}
-		for _, f := range m.frames[req.From:] {
+		frames, err := r.framesLocked(m, req.From)
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range frames {
 			first = append(first, f.V3)
 		}
 	} else {
@@ -346,8 +358,12 @@ func (r *Registry) Resume(conn hub.Conn, id string, version int, seq uint64) (*h
 	if seq > m.state.Seq {
 		return nil, fmt.Errorf("resume %s after %d: the store has only %d events", id, seq, m.state.Seq)
 	}
+	frames, err := r.framesLocked(m, seq)
+	if err != nil {
+		return nil, err
+	}
 	var missed [][]byte
-	for _, f := range m.frames[seq:] {
+	for _, f := range frames {
 		missed = append(missed, f.For(version))
 	}
 	return m.hub.Subscribe(conn, version, missed, !m.state.Live()), nil
@@ -365,7 +381,11 @@ func (r *Registry) SubscribeSSE(conn hub.Conn, id string, after uint64, resume b
 	defer m.mu.Unlock()
 	first := [][]byte{head}
 	if resume && after <= m.state.Seq {
-		for _, f := range m.frames[after:] {
+		frames, err := r.framesLocked(m, after)
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range frames {
 			first = append(first, f.SSE)
 		}
 	} else {
@@ -407,11 +427,13 @@ func (r *Registry) Wait(ctx context.Context, id string, after uint64) (Poll, boo
 			return Poll{}, false
 		}
 		p := Poll{Seq: m.state.Seq, Ended: m.state.Ended(), Events: []match.Record{}}
-		if after < uint64(len(m.history)) || p.Ended {
-			if after < uint64(len(m.history)) {
-				p.Events = slices.Clone(m.history[after:])
-			}
+		if after < p.Seq || p.Ended {
+			recs, err := r.recordsLocked(ctx, m, after)
 			m.mu.Unlock()
+			if err != nil {
+				return p, true // what the match is, without events: the client polls again
+			}
+			p.Events = recs
 			return p, true
 		}
 		if m.changed == nil {
@@ -425,6 +447,56 @@ func (r *Registry) Wait(ctx context.Context, id string, after uint64) (Poll, boo
 			return p, true
 		}
 	}
+}
+
+// recordsLocked returns the records after seq from, from memory or, for an evicted match, from the
+// store. m.mu is held.
+func (r *Registry) recordsLocked(ctx context.Context, m *Match, from uint64) ([]match.Record, error) {
+	if !m.evicted {
+		if from >= uint64(len(m.history)) {
+			return []match.Record{}, nil
+		}
+		return slices.Clone(m.history[from:]), nil
+	}
+	recs, err := r.store.Events(ctx, m.id, from)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading match %s back: %w", ErrStore, m.id, err)
+	}
+	return recs, nil
+}
+
+// framesLocked returns the rendered events after seq from: shared from memory or, for an evicted
+// match, rendered again from the store. m.mu is held.
+func (r *Registry) framesLocked(m *Match, from uint64) ([]protocol.Frames, error) {
+	if !m.evicted {
+		return m.frames[min(from, uint64(len(m.frames))):], nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	recs, err := r.recordsLocked(ctx, m, from)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]protocol.Frames, len(recs))
+	for i, rec := range recs {
+		out[i] = protocol.RenderEvent(m.id, rec)
+	}
+	return out, nil
+}
+
+// Evict drops the history and rendered frames of every match that has been over for keep and has
+// no subscriber; its state stays for listings and statuses. It returns how many it dropped.
+func (r *Registry) Evict(keep time.Duration, now time.Time) int {
+	n := 0
+	for _, m := range r.snapshot() {
+		m.mu.Lock()
+		if !m.evicted && !m.endedAt.IsZero() && now.Sub(m.endedAt) >= keep && m.hub.Len() == 0 {
+			m.history, m.frames, m.evicted = nil, nil, true
+			n++
+		}
+		m.mu.Unlock()
+	}
+	return n
 }
 
 // lockForSubscribe returns match id with its lock held, ready for a new subscriber: it exists, has
@@ -531,23 +603,22 @@ func (r *Registry) State(id string) (match.State, bool) {
 	return m.state.Clone(), true
 }
 
-// Events returns match id's records with seq > from.
-func (r *Registry) Events(id string, from uint64) ([]match.Record, bool) {
+// Events returns match id's records with seq > from; false: no such match. A match whose history
+// was evicted is read from the store, which may fail (ErrStore).
+func (r *Registry) Events(ctx context.Context, id string, from uint64) ([]match.Record, bool, error) {
 	r.mu.RLock()
 	m := r.matches[id]
 	r.mu.RUnlock()
 	if m == nil {
-		return nil, false
+		return nil, false, nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.state.Seq == 0 {
-		return nil, false
+		return nil, false, nil
 	}
-	if from >= uint64(len(m.history)) {
-		return []match.Record{}, true
-	}
-	return slices.Clone(m.history[from:]), true
+	recs, err := r.recordsLocked(ctx, m, from)
+	return recs, true, err
 }
 
 // Longest returns the k subscribers with the longest queues over all matches.

@@ -154,8 +154,29 @@ func TestRegistry(t *testing.T) {
 	if !ok || !s.Ended() || s.VisitScore != 1 || s.Seq != 3 {
 		t.Fatalf("after reopen: %+v", s)
 	}
-	if evs, _ := reg2.Events("c-d-2011-09-10", 1); len(evs) != 2 || evs[1].Kind != match.KindStop {
+	if evs, _, _ := reg2.Events(context.Background(), "c-d-2011-09-10", 1); len(evs) != 2 || evs[1].Kind != match.KindStop {
 		t.Fatalf("history after reopen: %+v", evs)
+	}
+	// Once over and without subscribers, its history leaves memory and is read back from the store:
+	// the events, a v3 resume, and the status are all as before.
+	if n := reg2.Evict(0, time.Now()); n != 1 {
+		t.Fatalf("evicted %d matches, want the one that is over", n)
+	}
+	if evs, ok, err := reg2.Events(context.Background(), "c-d-2011-09-10", 1); !ok || err != nil || len(evs) != 2 || evs[1].Kind != match.KindStop {
+		t.Fatalf("history after eviction: %+v %v %v", evs, ok, err)
+	}
+	c := &conn{}
+	if _, err := reg2.Subscribe(c, protocol.Request{Version: 3, Match: "c-d-2011-09-10", From: 1, HasFrom: true}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitClosed(t, c); strings.Count(got, "\n") != 2 || !strings.Contains(got, `"seq":3`) {
+		t.Fatalf("v3 resume of an evicted match: %q", got)
+	}
+	if s, ok := reg2.State("c-d-2011-09-10"); !ok || s.Seq != 3 || len(reg2.List()) != 2 {
+		t.Fatalf("state or listing after eviction: %+v %v", s, reg2.List())
+	}
+	if n := reg2.Evict(0, time.Now()); n != 0 {
+		t.Fatalf("evicted %d again", n)
 	}
 	if s, _ := reg2.State("a-b-2011-09-10"); !s.Live() {
 		t.Fatal("a live match is not live after reopen")
