@@ -356,6 +356,19 @@ func (d *loggedDaemon) post(t *testing.T, dir, name string, part []string) {
 		writeFile(t, dir, name, part))
 }
 
+// kickOff starts the sample match and connects n watchers (v1 and v3 in turn), all subscribed.
+func (d *loggedDaemon) kickOff(t *testing.T, dir string, n int) (lines []string, v3 [][]byte, w *watchers) {
+	t.Helper()
+	lines, v3 = sampleLines(t)
+	d.post(t, dir, "start.jsonl", lines[:1])
+	w = &watchers{}
+	for i := range n {
+		w.connect(t, d.stream[i%2], i%2 == 1, i)
+	}
+	waitUntil(t, fmt.Sprintf("%d subscribers", n), 30*time.Second, func() bool { return subscribersAt(d.url("/matches")) == n })
+	return lines, v3, w
+}
+
 // Outside systemd, SIGUSR2 starts a successor which takes the listeners and every client: the old
 // process exits, the clients notice nothing, and posts go on through the successor.
 func TestHandoverOnSIGUSR2(t *testing.T) {
@@ -364,13 +377,7 @@ func TestHandoverOnSIGUSR2(t *testing.T) {
 	if got := d.pid(); got != d.cmd.Process.Pid {
 		t.Fatalf("/healthz pid %d, want %d", got, d.cmd.Process.Pid)
 	}
-	lines, v3 := sampleLines(t)
-	d.post(t, dir, "start.jsonl", lines[:1])
-	w := &watchers{}
-	for i := range 200 {
-		w.connect(t, d.stream[i%2], i%2 == 1, i)
-	}
-	waitUntil(t, "200 subscribers", 30*time.Second, func() bool { return subscribersAt(d.url("/matches")) == 200 })
+	lines, v3, w := d.kickOff(t, dir, 200)
 	d.post(t, dir, "part1.jsonl", lines[1:20])
 	// One client is in the middle of its connect line at the hand-over.
 	half := dial(t, d.stream[0], "VERSION:3:CONNECT:slow:MA", true)
@@ -416,13 +423,7 @@ func TestHandoverFailureKeepsServing(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := startLoggedDaemon(t, exe, dir)
-	lines, v3 := sampleLines(t)
-	d.post(t, dir, "start.jsonl", lines[:1])
-	w := &watchers{}
-	for i := range 50 {
-		w.connect(t, d.stream[i%2], i%2 == 1, i)
-	}
-	waitUntil(t, "50 subscribers", 30*time.Second, func() bool { return subscribersAt(d.url("/matches")) == 50 })
+	lines, v3, w := d.kickOff(t, dir, 50)
 
 	// The upgrade goes wrong: the new binary cannot start.
 	broken := filepath.Join(dir, "broken")

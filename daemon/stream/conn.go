@@ -318,3 +318,21 @@ func (c *conn) reattach() {
 		c.Close()
 	}
 }
+
+// register adds a connection that was subscribed before it reached its poller (a hand-over or an
+// event stream) to the poller; only now, after c.sub is set, so the poller never sees it half made.
+// It holds c.mu so that a Close (match over, refused line) cannot slip between the check and the
+// registration. errClosed: it was closed already; any other error closes it.
+func (c *conn) register() error {
+	c.mu.RLock()
+	if c.closed {
+		c.mu.RUnlock()
+		return errClosed
+	}
+	err := c.poller.add(c)
+	c.mu.RUnlock()
+	if err != nil {
+		c.Close()
+	}
+	return err
+}

@@ -125,7 +125,7 @@ func (s *Server) Adopt(conns []handover.Conn, ports []*listen.Port) (resumed, cl
 				}
 			}
 		}
-		pl := s.pollers[int(s.next.Add(1))%len(s.pollers)]
+		pl := s.nextPoller()
 		c := &conn{fd: rec.FD, srv: s, port: port, poller: pl}
 		port.Conns.Add(1)
 		if rec.Match != "" {
@@ -146,22 +146,10 @@ func (s *Server) Adopt(conns []handover.Conn, ports []*listen.Port) (resumed, cl
 				c.handshake(false)
 			}
 		}
-		// Registered only now, after c.sub is set; under c.mu so that a Close (match over, or a
-		// refused line) cannot slip between the check and the registration.
-		c.mu.RLock()
-		var err error
-		if !c.closed {
-			err = pl.add(c)
-		}
-		gone := c.closed
-		c.mu.RUnlock()
-		if gone {
-			closed++
-			continue
-		}
-		if err != nil {
-			s.log.Warn("epoll add", "err", err)
-			c.Close()
+		if err := c.register(); err != nil {
+			if err != errClosed {
+				s.log.Warn("epoll add", "err", err)
+			}
 			closed++
 			continue
 		}

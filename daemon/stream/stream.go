@@ -167,7 +167,7 @@ func (s *Server) add(fd int, p *listen.Port) {
 		return
 	}
 	s.tune(fd)
-	pl := s.pollers[int(s.next.Add(1))%len(s.pollers)]
+	pl := s.nextPoller()
 	c := &conn{fd: fd, srv: s, port: p, poller: pl, handshaking: true}
 	p.Conns.Add(1)
 	s.hsMu.Lock()
@@ -274,7 +274,7 @@ func (s *Server) AttachSSE(fd int, port *listen.Port, id string, after uint64, r
 		return err
 	}
 	s.tune(fd)
-	pl := s.pollers[int(s.next.Add(1))%len(s.pollers)]
+	pl := s.nextPoller()
 	c := &conn{fd: fd, srv: s, port: port, poller: pl}
 	port.Conns.Add(1)
 	sub, err := s.reg.SubscribeSSE(c, id, after, resume, head)
@@ -283,13 +283,11 @@ func (s *Server) AttachSSE(fd int, port *listen.Port, id string, after uint64, r
 		return err
 	}
 	c.sub = sub
-	c.mu.RLock()
-	if !c.closed {
-		err = pl.add(c)
+	if err := c.register(); err != errClosed {
+		return err
 	}
-	c.mu.RUnlock()
-	if err != nil {
-		c.Close()
-	}
-	return err
+	return nil // served already and closed: a finished match
 }
+
+// nextPoller picks the poller of a new connection, round-robin.
+func (s *Server) nextPoller() *poller { return s.pollers[int(s.next.Add(1))%len(s.pollers)] }
