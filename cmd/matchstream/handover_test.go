@@ -220,7 +220,7 @@ func (w *watchers) check(t *testing.T, v3 [][]byte) {
 		}
 		first, _, _ := bytes.Cut(got, []byte("\n"))
 		if err := json.Unmarshal(first, &st); err != nil {
-			t.Fatalf("v3 client %d: first line %q", i, first)
+			t.Fatalf("v3 client %d (%s): first line %q", i, c.conn.LocalAddr(), first)
 		}
 		checkV3(t, fmt.Sprintf("v3 client %d", i), got, v3, st.Seq, false)
 	}
@@ -243,6 +243,11 @@ func (w *watchers) check(t *testing.T, v3 [][]byte) {
 func TestRestartKeepsClients(t *testing.T) {
 	dir := t.TempDir()
 	h := newFakeSystemd(t, filepath.Join(dir, "state"), "--keep-clients")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("daemon log (every process):\n%s", h.log.String())
+		}
+	})
 	h.start()
 	lines, v3 := sampleLines(t)
 	token := stateToken(t, filepath.Join(dir, "state"))

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -123,7 +124,11 @@ func (p *poller) close() {
 // waiter waits for one socket to become readable (a listening socket: a connection to accept), or
 // for wake.
 type waiter struct {
-	ep, ev int
+	ep, ev  int
+	stopped atomic.Bool   // set by StopAccepting: the accept loop returns before its next accept
+	done    chan struct{} // closed when the accept loop using it has returned
+	mu      sync.Mutex    // wake against close
+	closed  bool
 }
 
 func newWaiter(fd int) (*waiter, error) {
@@ -136,7 +141,7 @@ func newWaiter(fd int) (*waiter, error) {
 		unix.Close(ep)
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	w := &waiter{ep: ep, ev: ev}
+	w := &waiter{ep: ep, ev: ev, done: make(chan struct{})}
 	for _, f := range []int{fd, ev} {
 		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, f, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(f)}); err != nil {
 			w.close()
@@ -164,13 +169,26 @@ func (w *waiter) wait(timeout int) bool {
 	}
 }
 
+// wake interrupts wait; safe after close (an accept loop that failed closes its waiter while
+// StopAccepting may still hold it), when it does nothing rather than write to a reused fd number.
 func (w *waiter) wake() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
 	unix.Write(w.ev, one[:])
 }
 
 func (w *waiter) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
+	w.closed = true
 	unix.Close(w.ep)
 	unix.Close(w.ev)
 }

@@ -118,9 +118,15 @@ func (s *Server) Serve(p *listen.Port) error {
 	}
 	s.accepting = append(s.accepting, w)
 	s.mu.Unlock()
+	defer close(w.done) // after the last add: StopAccepting waits for this
 
 	var delay time.Duration
 	for {
+		if w.stopped.Load() {
+			// A busy port never reaches EAGAIN: without this check the loop went on accepting
+			// after StopAccepting, behind a hand-over's back.
+			return nil
+		}
 		fd, sa, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		switch {
 		case err == nil && s.limit != nil && !s.limit.allow(addrOf(sa), time.Now()):
@@ -150,14 +156,20 @@ func (s *Server) Serve(p *listen.Port) error {
 	}
 }
 
-// StopAccepting makes every Serve return; connections already accepted stay.
+// StopAccepting makes every Serve return and waits until they have: once it returns, no
+// connection is being accepted, so a hand-over that walks the pollers next sees every one.
+// Connections already accepted stay.
 func (s *Server) StopAccepting() {
 	s.mu.Lock()
 	ws := s.accepting
 	s.accepting = nil
 	s.mu.Unlock()
 	for _, w := range ws {
+		w.stopped.Store(true)
 		w.wake()
+	}
+	for _, w := range ws {
+		<-w.done
 	}
 }
 
