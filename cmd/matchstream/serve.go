@@ -67,6 +67,8 @@ func daemonFlags() []cli.Flag {
 			Usage: "new connections per second allowed from one source address (0 = no limit); over it: ERROR: rate_limited"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "conn-burst", Value: 20, EnvVars: env("conn-burst"),
 			Usage: "with --conn-rate: connections one address may open at once"}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "welcome", EnvVars: env("welcome"),
+			Usage: "greet each stream client with the original's banner (\"Welcome to Match Stream. ...\") before its connect line; off because the original's own client reads its first line as a frame"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "keep-clients", EnvVars: env("keep-clients"),
 			Usage: "under systemd, SIGTERM leaves the clients in the fd store for the next start (needs FileDescriptorStoreMax= in the unit, as shipped) instead of telling them the server stops"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "sse-heartbeat", Value: d.SSEHeartbeat, EnvVars: env("sse-heartbeat"),
@@ -142,6 +144,7 @@ func configFrom(c *cli.Context) (daemon.Config, error) {
 	cfg.Stream.MaxLine = c.Int("max-line")
 	cfg.Stream.KeepAlive = c.Duration("keepalive")
 	cfg.Stream.SendBuffer = c.Int("send-buffer")
+	cfg.Stream.Welcome = c.Bool("welcome")
 	cfg.Stream.ConnRate, cfg.Stream.ConnBurst = c.Float64("conn-rate"), c.Int("conn-burst")
 	cfg.Hub.QueueLimit = c.Int("client-queue")
 	cfg.Hub.WriteTimeout = c.Duration("write-timeout")

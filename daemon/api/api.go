@@ -267,15 +267,42 @@ func (h *Handler) match(ctx *fasthttp.RequestCtx, id string) {
 	writeJSON(ctx, fasthttp.StatusOK, s)
 }
 
-func (h *Handler) events(ctx *fasthttp.RequestCtx, id string) {
-	var from uint64
-	if v := ctx.QueryArgs().Peek("from"); len(v) > 0 {
+// position reads the seq a read path starts after, from the first of names the query has (all
+// given must agree). It answers the request itself and returns false when the value is not a
+// sequence number, or is past the match's last event: that cannot be a real client's position (a
+// client resumes from a seq it was sent), and it must never read as "from the start". 0 without
+// one; a match that does not exist is for the caller to refuse.
+func (h *Handler) position(ctx *fasthttp.RequestCtx, id string, names ...string) (uint64, bool) {
+	var pos uint64
+	var from string
+	for _, name := range names {
+		v := ctx.QueryArgs().Peek(name)
+		if len(v) == 0 {
+			continue
+		}
 		n, err := strconv.ParseUint(string(v), 10, 64)
 		if err != nil {
-			writeError(ctx, fasthttp.StatusBadRequest, "from must be a sequence number")
-			return
+			writeError(ctx, fasthttp.StatusBadRequest, name+" must be a sequence number")
+			return 0, false
 		}
-		from = n
+		if from != "" && n != pos {
+			writeError(ctx, fasthttp.StatusBadRequest, strings.Join(names, " and ")+" differ: give one")
+			return 0, false
+		}
+		pos, from = n, name
+	}
+	if st, ok := h.reg.State(id); ok && pos > st.Seq {
+		writeError(ctx, fasthttp.StatusBadRequest,
+			fmt.Sprintf("%s %d is past the last event of %s (%d)", from, pos, id, st.Seq))
+		return 0, false
+	}
+	return pos, true
+}
+
+func (h *Handler) events(ctx *fasthttp.RequestCtx, id string) {
+	from, ok := h.position(ctx, id, "from")
+	if !ok {
+		return
 	}
 	recs, ok, err := h.reg.Events(ctx, id, from)
 	switch {

@@ -242,7 +242,7 @@ func TestOursAPI(t *testing.T) {
 		{"/matches", "matches.json", 200},
 		{"/matches/" + id, "match.json", 200},
 		{"/matches/" + id + "/events?from=8", "events_from_8.json", 200},
-		{"/matches/" + id + "/events?from=99", "events_from_99.json", 200},
+		{"/matches/" + id + "/events?from=99", "events_from_99.json", 400},
 		{"/matches/" + id + "/events?from=x", "events_bad_from.json", 400},
 		{"/matches/nope", "match_unknown.json", 404},
 		{"/connect?match=nope", "connect_unknown.json", 404},
@@ -383,4 +383,32 @@ func FuzzReadRequests(f *testing.F) {
 			t.Fatalf("GET %q: invalid JSON %s", rest, b)
 		}
 	})
+}
+
+// A position past the match's last event is refused on every read path that takes one, as the v3
+// FROM is: it cannot be a client's real position, and it must never read as "from the start".
+func TestReadPastTheEnd(t *testing.T) {
+	f := newFixture(t)
+	f.postSample(31) // over: a long-poll answers at once
+	huge := "18446744073709551615"
+	for _, tc := range []struct {
+		path string
+		code int
+		want string
+	}{
+		{"/matches/" + id + "/poll?from=" + huge, 400, "past the last event"},
+		{"/matches/" + id + "/poll?after=" + huge, 400, "past the last event"},
+		{"/matches/" + id + "/poll?after=32", 400, "past the last event"},
+		{"/matches/" + id + "/poll?after=2&from=3", 400, "after and from differ"},
+		{"/matches/" + id + "/events?from=" + huge, 400, "past the last event"},
+		{"/matches/" + id + "/events?from=32", 400, "past the last event"},
+		{"/matches/" + id + "/events?from=31", 200, "[]"},
+		{"/matches/" + id + "/poll?from=31", 200, `"events":[]`},
+		{"/matches/" + id + "/poll?from=30", 200, `"seq":31`},
+	} {
+		code, body, _ := f.do("GET", tc.path, "", "")
+		if code != tc.code || !strings.Contains(string(body), tc.want) {
+			t.Errorf("GET %s = %d %s; want %d with %q", tc.path, code, body, tc.code, tc.want)
+		}
+	}
 }

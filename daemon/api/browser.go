@@ -106,18 +106,14 @@ const (
 	pollMax     = 60 * time.Second
 )
 
-// poll serves GET /matches/{id}/poll?after=<seq>&timeout=<s>: at once if there are events after
+// poll serves GET /matches/{id}/poll?after=<seq>&timeout=<s> (from= is the same as after=): at once if there are events after
 // seq (or the match is over), else as soon as the next arrives, or after timeout with none.
 func (h *Handler) poll(ctx *fasthttp.RequestCtx, id string) {
 	args := ctx.QueryArgs()
-	var after uint64
-	if v := args.Peek("after"); len(v) > 0 {
-		n, err := strconv.ParseUint(string(v), 10, 64)
-		if err != nil {
-			writeError(ctx, fasthttp.StatusBadRequest, "after must be a sequence number")
-			return
-		}
-		after = n
+	// from, as on /events, is taken for after: ignoring it would answer with the whole match.
+	after, ok := h.position(ctx, id, "after", "from")
+	if !ok {
+		return
 	}
 	wait := pollDefault
 	if v := args.Peek("timeout"); len(v) > 0 {

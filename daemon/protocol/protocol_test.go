@@ -196,3 +196,26 @@ func TestErrorFrame(t *testing.T) {
 		t.Fatalf("Frame of a hostile detail = %q: want one short line", f)
 	}
 }
+
+// The header time rounds to the nearest second as the original's dtformat did
+// (erlang:round(TS/1000) on milliseconds: halves go up).
+func TestV1HeaderRounds(t *testing.T) {
+	base := time.Date(2011, 9, 10, 21, 5, 53, 0, time.UTC)
+	for _, c := range []struct {
+		frac time.Duration
+		want string
+	}{
+		{0, "21:05:53"},
+		{499 * time.Millisecond, "21:05:53"},
+		{499*time.Millisecond + 999*time.Microsecond, "21:05:53"}, // the original saw whole milliseconds
+		{500 * time.Millisecond, "21:05:54"},
+		{900 * time.Millisecond, "21:05:54"},
+		{6*time.Second + 500*time.Millisecond, "21:06:00"},
+	} {
+		e := match.Event{At: base.Add(c.frac), Kind: match.KindStop}
+		got := string(protocol.RenderV1(&e))
+		if want := "2011-09-10 " + c.want + ": stop:\n\r\n"; got != want {
+			t.Errorf("%s: got %q, want %q", base.Add(c.frac).Format(time.RFC3339Nano), got, want)
+		}
+	}
+}

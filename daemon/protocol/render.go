@@ -54,6 +54,11 @@ func RenderSSE(seq uint64, kind string, v3 []byte) []byte {
 	return append(b, "\n\n"...)
 }
 
+// Welcome is the banner the original server wrote on accept, before the client said anything. It
+// is sent only with serve --welcome: the original's own fake_client read the first line it got as
+// a frame header, so by default, as that client expects, the first bytes are the status frame.
+const Welcome = "Welcome to Match Stream.\nTo watch the current game use: V:2:<your-name>\n"
+
 // SSEHeartbeat is a comment line: it keeps proxies and NATs from timing an idle stream out, and a
 // browser ignores it.
 var SSEHeartbeat = []byte(": keep-alive\n\n")
@@ -65,10 +70,11 @@ func RenderStatus(s *match.State, now time.Time) Frames {
 	return Frames{V1: RenderV1Status(s, now), V3: v3, SSE: RenderSSE(s.Seq, "status", v3)}
 }
 
-// v1Time is the original's header time: UTC with the fraction dropped (its
-// calendar:now_to_datetime truncates; the sample golden file shows 21:05:53.900 as 21:05:53).
+// v1Time is the original's header time: UTC, rounded to the nearest second as its dtformat did
+// (erlang:round(TS/1000) on a millisecond timestamp, so halves go up and 21:05:53.500 prints as
+// 21:05:54). Cutting to whole milliseconds first gives what the original saw.
 func v1Time(b []byte, t time.Time) []byte {
-	return t.UTC().Truncate(time.Second).AppendFormat(b, "2006-01-02 15:04:05")
+	return t.UTC().Truncate(time.Millisecond).Round(time.Second).AppendFormat(b, "2006-01-02 15:04:05")
 }
 
 func header(b []byte, t time.Time, kind string) []byte {

@@ -40,6 +40,8 @@ type Config struct {
 	// letting it autotune up to tcp_wmem's maximum: it bounds the kernel memory a client that stops
 	// reading can pin, and makes such a client reach the slow-consumer cut sooner.
 	SendBuffer int
+	// Welcome sends the original's banner (protocol.Welcome) on accept, before the connect line.
+	Welcome bool
 }
 
 // Server serves the stream ports.
@@ -179,6 +181,9 @@ func (s *Server) add(fd int, p *listen.Port) {
 		return
 	}
 	s.tune(fd)
+	if s.cfg.Welcome {
+		unix.Write(fd, []byte(protocol.Welcome)) // a fresh socket has room for it
+	}
 	pl := s.nextPoller()
 	c := &conn{fd: fd, srv: s, port: p, poller: pl, handshaking: true}
 	p.Conns.Add(1)

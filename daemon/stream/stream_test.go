@@ -13,6 +13,7 @@ import (
 	"matchstream/daemon/hub"
 	"matchstream/daemon/listen"
 	"matchstream/daemon/live"
+	"matchstream/daemon/protocol"
 	"matchstream/daemon/store/bolt"
 )
 
@@ -132,6 +133,43 @@ func TestHandoverTakesEveryAcceptedConnection(t *testing.T) {
 		wg.Wait()
 		if n := port.Conns.Load(); n != 0 {
 			t.Fatalf("round %d: port still counts %d connections after the hand-over", round, n)
+		}
+	}
+}
+
+// dialLine connects to port, sends line and returns the connection.
+func dialLine(t *testing.T, port *listen.Port, line string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", port.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if line != "" {
+		if _, err := c.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	return c
+}
+
+// With Welcome the original's banner comes first, before the client says anything; without it
+// the first bytes are the answer to the connect line, as the original's own client expects.
+func TestWelcome(t *testing.T) {
+	for _, welcome := range []bool{false, true} {
+		_, _, port := testServer(t, Config{Welcome: welcome})
+		c := dialLine(t, port, "")
+		if welcome {
+			buf := make([]byte, len(protocol.Welcome))
+			if _, err := io.ReadFull(c, buf); err != nil || string(buf) != protocol.Welcome {
+				t.Fatalf("banner %q, %v", buf, err)
+			}
+		}
+		c.Write([]byte("VERSION:1:CONNECT:me:MATCH:nope\r\n"))
+		got, _ := io.ReadAll(c)
+		if want := "ERROR: not_found nope\n\r\n"; string(got) != want {
+			t.Fatalf("welcome=%v: got %q after the banner, want %q", welcome, got, want)
 		}
 	}
 }
