@@ -9,7 +9,7 @@ RUNDIR   := run
 SPEED    ?= 4
 FUZZTIME ?= 5s
 # package:target for every fuzz target; `make test` runs each for FUZZTIME, `make fuzz` for longer.
-FUZZ := ./daemon/protocol:FuzzParseConnect ./daemon/match:FuzzDecodeEvent ./daemon/match:FuzzApply \
+FUZZ := ./daemon/protocol:FuzzParseConnect ./daemon/protocol:FuzzRenderV1 ./daemon/match:FuzzDecodeEvent ./daemon/match:FuzzApply \
         ./cmd/matchstream/matchfile:FuzzRead ./daemon/api:FuzzPostEvents ./daemon/api:FuzzReadRequests
 
 NFPM     := bin/nfpm

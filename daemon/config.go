@@ -38,6 +38,8 @@ type Config struct {
 	// KeepEnded is how long a finished match without subscribers keeps its history and rendered
 	// events in memory; after that they are read from the store when asked for.
 	KeepEnded time.Duration
+	// MaxClockSkew is how far ahead of this server's clock a posted event may be stamped.
+	MaxClockSkew time.Duration
 
 	Listen listen.Config
 	Stream stream.Config
@@ -54,6 +56,7 @@ func Default() Config {
 		ShutdownTimeout:   10 * time.Second,
 		SSEHeartbeat:      15 * time.Second,
 		KeepEnded:         10 * time.Minute,
+		MaxClockSkew:      5 * time.Minute,
 		Listen: listen.Config{API: "127.0.0.1:8888", Stream: streams, Backlog: 65535,
 			SomaxconnPath: "/proc/sys/net/core/somaxconn"},
 		Stream: stream.Config{HandshakeTimeout: 10 * time.Second, MaxLine: 1024, KeepAlive: 60 * time.Second, ConnBurst: 20},
@@ -127,6 +130,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Stream.SendBuffer < 0 || c.Stream.SendBuffer > 64<<20 {
 		bad("send-buffer: %d is outside 0-67108864 bytes", c.Stream.SendBuffer)
+	}
+	if c.MaxClockSkew < time.Second || c.MaxClockSkew > 24*time.Hour {
+		bad("max-clock-skew: %s is outside 1s-24h", c.MaxClockSkew)
 	}
 	if c.API.MaxBodySize < 4096 {
 		bad("max-body: %d is below 4096 bytes", c.API.MaxBodySize)

@@ -137,7 +137,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		st = rel
 	}
 	defer st.Close()
-	reg, err := live.Open(ctx, st, cfg.Hub, log)
+	reg, err := live.Open(ctx, st, live.Config{Hub: cfg.Hub, MaxAhead: cfg.MaxClockSkew}, log)
 	if err != nil {
 		return err
 	}

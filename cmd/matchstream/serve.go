@@ -75,6 +75,8 @@ func daemonFlags() []cli.Flag {
 			Usage: "how often Server-Sent Events clients get a comment line, so proxies do not time idle streams out (0 = never)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "keep-ended", Value: d.KeepEnded, EnvVars: env("keep-ended"),
 			Usage: "how long a finished match without subscribers keeps its events in memory; after that they are read from the store"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "max-clock-skew", Value: d.MaxClockSkew, EnvVars: env("max-clock-skew"),
+			Usage: "how far ahead of this server's clock a posted event's \"at\" may be; later ones are refused (400), since events never go back in time"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "send-buffer", EnvVars: env("send-buffer"),
 			Usage: "fixed SO_SNDBUF per client socket in bytes (0 = kernel autotuning up to tcp_wmem)"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-body", Value: d.API.MaxBodySize, EnvVars: env("max-body"),
@@ -151,6 +153,7 @@ func configFrom(c *cli.Context) (daemon.Config, error) {
 	cfg.KeepClients = c.Bool("keep-clients")
 	cfg.SSEHeartbeat = c.Duration("sse-heartbeat")
 	cfg.KeepEnded = c.Duration("keep-ended")
+	cfg.MaxClockSkew = c.Duration("max-clock-skew")
 	streams, err := listen.ParseRange(c.String("stream"))
 	if err != nil {
 		return cfg, usageErr(err, "")

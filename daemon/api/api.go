@@ -359,6 +359,10 @@ func (h *Handler) post(ctx *fasthttp.RequestCtx, id string) {
 		writeError(ctx, fasthttp.StatusUnauthorized, msg)
 		return
 	}
+	if err := match.CheckID(id); err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
 	evs, err := DecodeEvents(ctx.PostBody())
 	if err == nil {
 		now := time.Now().UTC()

@@ -95,7 +95,7 @@ func newFixture(t testing.TB) *fixture {
 func newFixtureOn(t testing.TB, backing store.Store) *fixture {
 	st := &failingStore{Store: backing}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	reg, err := live.Open(context.Background(), st, hub.Config{QueueLimit: 64}, log)
+	reg, err := live.Open(context.Background(), st, live.Config{Hub: hub.Config{QueueLimit: 64}, MaxAhead: 5 * time.Minute}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,6 +287,12 @@ func TestPostEvents(t *testing.T) {
 		{"batch", "Bearer " + token, "[" + lines[1] + "," + lines[2] + "]", 201, `"seqs":[2,3]`},
 		{"time goes back", "Bearer " + token, lines[1], 400, "goes back in time"},
 		{"no at: server time", "Bearer " + token, `{"kind":"comment","comment":"live"}`, 201, `"seq":4`},
+		{"duplicate key", "Bearer " + token, `[{"kind":"comment","comment":"x"},{"kind":"comment","comment":"x","kind":"stop"}]`, 400,
+			`{"error":"event 1: invalid event JSON: duplicate key \"kind\"","index":1}`},
+		{"far future", "Bearer " + token, `{"kind":"comment","comment":"x","at":"9999-12-31T23:59:59Z"}`, 400, "ahead of the server clock"},
+		{"frame injection", "Bearer " + token, `{"kind":"comment","comment":"a\r\nERROR: fake\r\n"}`, 400, "control character U+000D"},
+		{"NUL", "Bearer " + token, `{"kind":"comment","comment":"a\u0000b"}`, 400, "control character U+0000"},
+		{"the match still takes events", "Bearer " + token, `{"kind":"comment","comment":"still live"}`, 201, `"seq":5`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, body := post(tc.auth, tc.body)
@@ -295,8 +301,11 @@ func TestPostEvents(t *testing.T) {
 			}
 		})
 	}
-	if recs, _, _ := f.reg.Events(context.Background(), id, 0); len(recs) != 4 {
-		t.Fatalf("%d events stored, want 4", len(recs))
+	if recs, _, _ := f.reg.Events(context.Background(), id, 0); len(recs) != 5 {
+		t.Fatalf("%d events stored, want 5", len(recs))
+	}
+	if code, body, _ := f.do("POST", "/matches/a%0D%0Ab/events", "Bearer "+token, sampleLines(t)[0]); code != 400 || !strings.Contains(string(body), "match id") {
+		t.Fatalf("a match id with CR LF: %d %s", code, body)
 	}
 	// A body over --max-body is refused from its Content-Length, before it is read.
 	c, err := f.dial()
@@ -323,7 +332,7 @@ func TestPostEvents(t *testing.T) {
 		t.Fatalf("outcome unknown: %d %s", code, body)
 	}
 	f.st.unknown = false
-	if recs, _, _ := f.reg.Events(context.Background(), id, 0); len(recs) != 4 {
+	if recs, _, _ := f.reg.Events(context.Background(), id, 0); len(recs) != 5 {
 		t.Fatalf("a refused post changed the history: %d events", len(recs))
 	}
 	if code, body, _ := f.do("DELETE", "/matches/"+id+"/events", "Bearer "+token, ""); code != 405 {

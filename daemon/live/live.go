@@ -21,10 +21,20 @@ import (
 	"matchstream/daemon/store"
 )
 
+// Config is the live section of the daemon configuration.
+type Config struct {
+	Hub hub.Config
+	// MaxAhead is how far past this server's clock a posted event's "at" may be. Events must not
+	// go back in time, so without a bound one event stamped in the year 9999 would leave the match
+	// refusing every later event, stop included. Zero means no bound (tests only).
+	MaxAhead time.Duration
+}
+
 // Registry is every match the daemon knows.
 type Registry struct {
 	store store.Store
 	hubc  hub.Config
+	ahead time.Duration
 	log   *slog.Logger
 	Stats hub.Stats
 	// EventsAccepted counts events made durable; StoreLatency (may be nil) observes each append's
@@ -61,8 +71,8 @@ type Match struct {
 
 // Open loads every match from the store and folds its events, so live matches continue after a
 // restart exactly where they were.
-func Open(ctx context.Context, st store.Store, hubc hub.Config, log *slog.Logger) (*Registry, error) {
-	r := &Registry{store: st, hubc: hubc, log: log, matches: make(map[string]*Match)}
+func Open(ctx context.Context, st store.Store, cfg Config, log *slog.Logger) (*Registry, error) {
+	r := &Registry{store: st, hubc: cfg.Hub, ahead: cfg.MaxAhead, log: log, matches: make(map[string]*Match)}
 	ids, err := st.Matches(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load matches: %w", err)
@@ -186,6 +196,16 @@ func (r *Registry) Post(ctx context.Context, id string, events []match.Event) ([
 	posted := time.Now()
 	if len(events) == 0 {
 		return nil, &EventError{Index: 0, Err: errors.New("no events")}
+	}
+	if r.ahead > 0 {
+		limit := posted.Add(r.ahead)
+		for i, e := range events {
+			if e.At.After(limit) {
+				return nil, &EventError{Index: i, Err: fmt.Errorf("%s event at %s is %s ahead of the server clock (%s); at most %s ahead is accepted (--max-clock-skew)",
+					e.Kind, e.At.UTC().Format(time.RFC3339Nano), e.At.Sub(posted).Round(time.Second),
+					posted.UTC().Format(time.RFC3339), r.ahead)}
+			}
+		}
 	}
 	m, created := r.getOrCreate(id, events[0].Kind == match.KindStart)
 	if m == nil {

@@ -60,7 +60,7 @@ func open(t *testing.T, path string) (*live.Registry, *downStore) {
 	}
 	t.Cleanup(func() { b.Close() })
 	st := &downStore{Store: b}
-	reg, err := live.Open(context.Background(), st, hub.Config{QueueLimit: 16}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	reg, err := live.Open(context.Background(), st, live.Config{Hub: hub.Config{QueueLimit: 16}, MaxAhead: 5 * time.Minute}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

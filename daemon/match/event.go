@@ -6,10 +6,13 @@
 package match
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Kind is an event kind; the names are the original sample's.
@@ -80,6 +83,7 @@ const (
 	MaxNameLen    = 64
 	MaxCommentLen = 1024
 	MaxSquad      = 30
+	MaxIDLen      = 200
 )
 
 // DecodeEvent parses one event from JSON, rejecting unknown fields so a typo in a match file is an
@@ -95,10 +99,72 @@ func DecodeEvent(data []byte) (Event, error) {
 	if dec.More() {
 		return Event{}, fmt.Errorf("invalid event JSON: trailing data after the event")
 	}
+	if err := checkKeys(data); err != nil {
+		return Event{}, fmt.Errorf("invalid event JSON: %w", err)
+	}
 	if err := e.CheckShape(); err != nil {
 		return Event{}, err
 	}
 	return e, nil
+}
+
+// checkKeys refuses an object that has a key twice, at any depth. encoding/json silently keeps
+// the last one, so {"kind":"comment","kind":"stop"} would pass for a stop and end a live match;
+// which one a reader takes is a guess no watcher should depend on. Keys are compared without case,
+// as encoding/json matches them to fields ("Kind" fills kind). data has decoded already, so it is
+// valid JSON.
+func checkKeys(data []byte) error {
+	type object struct {
+		keys    map[string]bool
+		wantKey bool
+	}
+	var stack []*object // nil entries are arrays
+	dec := json.NewDecoder(bytes.NewReader(data))
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1] != nil {
+			stack[n-1].wantKey = true
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // io.EOF, or an error the decoder already reported
+		}
+		top := (*object)(nil)
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if key, ok := tok.(string); ok && top != nil && top.wantKey {
+			folded := strings.ToLower(key)
+			if top.keys[folded] {
+				return fmt.Errorf("duplicate key %q", key)
+			}
+			top.keys[folded] = true
+			top.wantKey = false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &object{keys: map[string]bool{}, wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, nil)
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
+}
+
+// CheckID validates a match id given by a URL: it names the match in every protocol, so it is held
+// to what the original's own rule (<home>-<visit>-<start_date>) can produce: printable, and
+// without '/', ':' (the connect line's separator) or white space.
+func CheckID(id string) error {
+	if !printable(id, MaxIDLen) || strings.ContainsAny(id, "/: \t") {
+		return fmt.Errorf("match id %q must be 1-%d printable characters without '/', ':' or spaces", id, MaxIDLen)
+	}
+	return nil
 }
 
 // ID is the original's match id rule: <home>-<visit>-<start_date>. Only meaningful for start.
@@ -176,7 +242,7 @@ func (e Event) CheckShape() error {
 		if len(e.Comment) > MaxCommentLen {
 			return fmt.Errorf("comment event: comment is %d bytes, at most %d", len(e.Comment), MaxCommentLen)
 		}
-		return nil
+		return checkText(e.Comment, "comment")
 	case e.Kind == KindStop, e.Kind == KindHalftimeStart, e.Kind == KindHalftimeStop, e.Kind == KindExtratime:
 		return nil
 	default:
@@ -230,13 +296,21 @@ func checkSquad(ps []Player, field string) error {
 // printable reports whether s is non-empty, at most max bytes, valid UTF-8 without control characters
 // (which would break the line-based v1 rendering).
 func printable(s string, max int) bool {
-	if s == "" || len(s) > max {
-		return false
-	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f || r == 0xfffd {
-			return false
+	return s != "" && len(s) <= max && checkText(s, "") == nil
+}
+
+// checkText refuses text that is not valid UTF-8 or holds a control character (C0, DEL, C1). Text
+// goes to protocol-1 clients as it is, and that protocol is line-based: a CR, LF or NUL in a
+// comment would end the frame early and forge the next one ("ERROR: ...", a fake goal). JSON (v3,
+// SSE) would escape them, but one rule for every protocol is the one that cannot be got wrong.
+func checkText(s, field string) error {
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError:
+			return fmt.Errorf("%s: not valid UTF-8 at byte %d", field, i)
+		case unicode.IsControl(r):
+			return fmt.Errorf("%s: control character %U at byte %d (CR, LF, NUL and other control characters are refused: they would break protocol-1 frames)", field, r, i)
 		}
 	}
-	return true
+	return nil
 }

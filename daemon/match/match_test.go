@@ -158,3 +158,58 @@ func TestDecodeEventRejectsUnknownFields(t *testing.T) {
 		}
 	}
 }
+
+// A key given twice is refused at any depth, whatever its case: encoding/json would keep the last
+// one, and {"kind":"comment","kind":"stop"} ended a live match.
+func TestDecodeEventRejectsDuplicateKeys(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`{"at":"2011-09-10T21:00:00Z","kind":"comment","comment":"x","kind":"stop"}`, `duplicate key "kind"`},
+		{`{"at":"2011-09-10T21:00:00Z","kind":"stop","Kind":"stop"}`, `duplicate key "Kind"`},
+		{`{"at":"2011-09-10T21:00:00Z","kind":"goal","team":"tig","player":{"number":7,"number":9}}`, `duplicate key "number"`},
+		{`{"at":"2011-09-10T21:00:00Z","at":"2011-09-10T21:00:01Z","kind":"stop"}`, `duplicate key "at"`},
+	} {
+		_, err := match.DecodeEvent([]byte(tc.in))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("DecodeEvent(%s) = %v, want %q", tc.in, err, tc.want)
+		}
+	}
+	// The same key in different objects is no duplicate.
+	ok := `{"at":"2011-09-10T21:00:00Z","kind":"substitution","team":"elp","player_out":{"number":1,"name":"A"},"player_in":{"number":2,"name":"B"}}`
+	if _, err := match.DecodeEvent([]byte(ok)); err != nil {
+		t.Errorf("DecodeEvent(%s) = %v", ok, err)
+	}
+	start := `{"at":"2011-09-10T21:00:00Z","kind":"start","home":"a","visit":"b","start_date":"2011-09-10",` +
+		`"home_players":[{"number":1,"name":"A"},{"number":2,"name":"B"}],"visit_players":[{"number":1,"name":"C"}]}`
+	if _, err := match.DecodeEvent([]byte(start)); err != nil {
+		t.Errorf("players in a list share key names: %v", err)
+	}
+}
+
+// No posted text may carry a control character: on the line-based protocol 1 a CR LF in a comment
+// forged frames ("ERROR: fake").
+func TestTextRefusesControlCharacters(t *testing.T) {
+	at := time.Date(2011, 9, 10, 21, 0, 0, 0, time.UTC)
+	for _, c := range []string{"a\r\nERROR: fake\r\n", "nul\x00", "tab\there", "bell\a", "del\x7f", "c1\u0085", "bad\xffutf8"} {
+		e := match.Event{At: at, Kind: match.KindComment, Comment: c}
+		if err := e.CheckShape(); err == nil {
+			t.Errorf("comment %q accepted", c)
+		}
+		p := match.Event{At: at, Kind: match.KindShot, Team: "tig", Player: &match.Player{Number: 7, Name: c}}
+		if err := p.CheckShape(); err == nil {
+			t.Errorf("player name %q accepted", c)
+		}
+	}
+	if err := (match.Event{At: at, Kind: match.KindComment, Comment: "¡Golazo! ⚽ 1–0"}).CheckShape(); err != nil {
+		t.Errorf("plain Unicode refused: %v", err)
+	}
+	for _, id := range []string{"elp-tig-2011-09-10", "a_b.c"} {
+		if err := match.CheckID(id); err != nil {
+			t.Errorf("CheckID(%q) = %v", id, err)
+		}
+	}
+	for _, id := range []string{"", "a\r\nb", "a/b", "a:b", "a b", strings.Repeat("x", 201)} {
+		if err := match.CheckID(id); err == nil {
+			t.Errorf("CheckID(%q) accepted", id)
+		}
+	}
+}

@@ -6,7 +6,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode"
 
+	"matchstream/daemon/match"
 	"matchstream/daemon/protocol"
 )
 
@@ -59,6 +61,47 @@ func FuzzParseConnect(f *testing.F) {
 					t.Fatalf("CutLine depends on chunking at %d: %q/%v vs %q/%v", i, got, err, whole, errW)
 				}
 				break
+			}
+		}
+	})
+}
+
+// FuzzRenderV1: whatever a watcher posts, once it is accepted (it decodes and applies to a live
+// match), its v1 frame and the status after it hold "\r\n" only as the frame's end and no control
+// character but the tab and newline of the format: no posted text can forge a frame.
+func FuzzRenderV1(f *testing.F) {
+	for _, s := range []string{
+		`{"at":"2011-09-10T21:30:00Z","kind":"comment","comment":"a\r\nERROR: fake\r\n"}`,
+		`{"at":"2011-09-10T21:30:00Z","kind":"comment","comment":"what a save"}`,
+		`{"at":"2011-09-10T21:30:00Z","kind":"goal","team":"tig","player":{"number":7,"name":"Luna"}}`,
+		`{"at":"2011-09-10T21:30:00Z","kind":"substitution","team":"elp","player_out":{"number":9},"player_in":{"number":40,"name":"New\nline"}}`,
+		`{"at":"2011-09-10T21:30:00Z","kind":"card","team":"elp","card":"red","player":{"number":9}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	recs, _ := sampleRecords(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		e, err := match.DecodeEvent(data)
+		if err != nil {
+			return
+		}
+		var st match.State
+		for _, r := range recs[:20] { // a live match, in its first half
+			ev := r.Event
+			if err := st.Apply(&ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := st.Apply(&e); err != nil {
+			return
+		}
+		for name, fr := range map[string][]byte{"event": protocol.RenderV1(&e), "status": protocol.RenderV1Status(&st, e.At)} {
+			if !bytes.HasSuffix(fr, []byte("\n\r\n")) || bytes.Count(fr, []byte("\r\n")) != 1 {
+				t.Fatalf("%s frame of %s holds \\r\\n before its end:\n%q", name, data, fr)
+			}
+			body := fr[:len(fr)-2]
+			if i := bytes.IndexFunc(body, func(r rune) bool { return r != '\t' && r != '\n' && unicode.IsControl(r) }); i >= 0 {
+				t.Fatalf("%s frame of %s has a control character at %d:\n%q", name, data, i, fr)
 			}
 		}
 	})

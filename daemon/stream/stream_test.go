@@ -27,7 +27,7 @@ func testServer(t *testing.T, cfg Config) (*Server, *live.Registry, *listen.Port
 	}
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	reg, err := live.Open(context.Background(), st, hub.Config{QueueLimit: 64, WriteTimeout: time.Second}, log)
+	reg, err := live.Open(context.Background(), st, live.Config{Hub: hub.Config{QueueLimit: 64, WriteTimeout: time.Second}}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
