@@ -79,6 +79,9 @@ func (c *Config) StoreURL() string {
 	return "bolt://" + filepath.Join(c.StateDir, "matchstream.db")
 }
 
+// StoreShown is the store URL with any password hidden, for logs and printed configuration.
+func (c *Config) StoreShown() string { return store.Shown(c.StoreURL()) }
+
 // TokenFile is where the watcher token is read from (or generated into).
 func (c *Config) TokenFile() string {
 	if c.WatcherTokenFile != "" {

@@ -52,7 +52,7 @@ func OpenStore(raw string) (store.Store, error) {
 		defer cancel()
 		return redis.Open(ctx, raw)
 	default:
-		return nil, fmt.Errorf("store %s: the %s backend is not in this build yet (use bolt:// or redis://)", raw, u.Scheme)
+		return nil, fmt.Errorf("store %s: the %s backend is not in this build yet (use bolt:// or redis://)", store.Shown(raw), u.Scheme)
 	}
 }
 
@@ -218,7 +218,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	ready.Store(true)
 	log.Info("serving", "api", lns.API.Addr().String(), "stream", strings.Join(ports, ","),
-		"store", cfg.StoreURL(), "matches", len(reg.List()), "socket_activated", lns.Activated)
+		"store", cfg.StoreShown(), "matches", len(reg.List()), "socket_activated", lns.Activated)
 	// READY=1 only now: listeners are up and the store has answered (live.Open read it).
 	daemon.SdNotify(false, "READY=1\n"+status(lns, reg, cfg))
 	if os.Getenv(envSuccessor) != "" {

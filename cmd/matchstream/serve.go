@@ -107,7 +107,7 @@ func serveCommand() *cli.Command {
 			if c.Bool("check") {
 				fmt.Fprintf(c.App.Writer, "configuration OK\napi %s\nstream %d ports %s..%s\nbacklog %d\nstore %s\nwatcher token file %s\n",
 					cfg.Listen.API, len(cfg.Listen.Stream), cfg.Listen.Stream[0], cfg.Listen.Stream[len(cfg.Listen.Stream)-1],
-					cfg.Listen.Backlog, cfg.StoreURL(), cfg.TokenFile())
+					cfg.Listen.Backlog, cfg.StoreShown(), cfg.TokenFile())
 				return nil
 			}
 			log, err := newLogger(c, c.App.ErrWriter)

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -91,7 +92,7 @@ func (h *Handler) Server() *fasthttp.Server {
 		ReadTimeout:        30 * time.Second,
 		WriteTimeout:       30 * time.Second,
 		IdleTimeout:        60 * time.Second,
-		Logger:             fasthttpLogger{h.log},
+		Logger:             fasthttpLogger{h.log, h.cfg.WatcherToken},
 		ErrorHandler:       requestError,
 	}
 }
@@ -112,10 +113,33 @@ func requestError(ctx *fasthttp.RequestCtx, err error) {
 	}
 }
 
-type fasthttpLogger struct{ log *slog.Logger }
+// fasthttpLogger takes fasthttp's own messages, at debug level. Those about a request it could
+// not read quote the raw request, headers and all, so the watcher's bearer token would reach the
+// journal: what they say is cut before the quoted request and scrubbed of credentials.
+type fasthttpLogger struct {
+	log   *slog.Logger
+	token string
+}
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
-	l.log.Debug("http", "msg", fmt.Sprintf(format, args...))
+	l.log.Debug("http", "msg", redact(fmt.Sprintf(format, args...), l.token))
+}
+
+var (
+	credential = regexp.MustCompile(`(?i)(authorization:\s*(?:(?:bearer|basic)\s+)?|\b(?:bearer|basic)\s+)[^\s"\\]+`)
+	// quoted is fasthttp's copy of what it read: `buffer size=N, contents: "..."`, or the request
+	// line and more in `... in "..."`.
+	quoted = regexp.MustCompile(`(?s)(: buffer size=\d+, contents: |\bin )".*`)
+)
+
+// redact removes credentials from a message: the token itself wherever it is, any
+// Authorization/Bearer/Basic value, and every quoted copy of the raw request.
+func redact(msg, token string) string {
+	if token != "" {
+		msg = strings.ReplaceAll(msg, token, "[redacted]")
+	}
+	msg = quoted.ReplaceAllString(msg, "${1}[request not logged]")
+	return credential.ReplaceAllString(msg, "${1}[redacted]")
 }
 
 // Serve routes one request.

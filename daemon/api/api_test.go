@@ -421,3 +421,58 @@ func TestReadPastTheEnd(t *testing.T) {
 		}
 	}
 }
+
+// syncWriter collects log output from the server's goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) { w.mu.Lock(); defer w.mu.Unlock(); return w.b.Write(p) }
+func (w *syncWriter) String() string              { w.mu.Lock(); defer w.mu.Unlock(); return w.b.String() }
+
+// The watcher token never reaches the log, at any level, however broken the request it came in.
+func TestTokenNeverLogged(t *testing.T) {
+	out := &syncWriter{}
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b, err := bolt.Open(filepath.Join(t.TempDir(), "m.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	reg, err := live.Open(context.Background(), b, live.Config{Hub: hub.Config{QueueLimit: 64}}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := api.New(api.Config{WatcherToken: token, MaxBodySize: 64 << 10}, reg, &listen.Set{}, log, func() bool { return true })
+	mem := fasthttputil.NewInmemoryListener()
+	srv := h.Server()
+	go srv.Serve(mem)
+	t.Cleanup(func() { srv.Shutdown(); mem.Close() })
+	for _, req := range []string{
+		"POST /matches/x/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token + "\r\nContent-Length: zz\r\n\r\n",
+		"POST /matches/x/events HTTP/1.1\r\nAuthorization: Bearer " + token + "\r\nHost x\r\n\r\n",
+		"GARBAGE\x00 / HTTP/1.1\r\nAuthorization: Bearer " + token + "\r\n\r\n",
+		"POST /matches/x/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token + "\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+		"POST /matches/x/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong-" + token + "\r\nContent-Length: 2\r\n\r\n{}",
+	} {
+		c, err := mem.Dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, strings.Replace(req, "\r\n", "\r\nConnection: close\r\n", 1))
+		io.ReadAll(c)
+		c.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(out.String(), "http") && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	logged := out.String()
+	if !strings.Contains(logged, "http") {
+		t.Fatalf("nothing logged about the malformed requests: the test proves nothing\n%s", logged)
+	}
+	if strings.Contains(logged, token) {
+		t.Fatalf("the token is in the log:\n%s", logged)
+	}
+}

@@ -52,20 +52,28 @@ func CheckAppend(id string, last uint64, recs []match.Record) error {
 	return nil
 }
 
+// Shown is a store URL with its password hidden, for errors and logs.
+func Shown(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	return "(unparsable store URL)"
+}
+
 // ParseURL splits a store URL into its scheme and the rest, rejecting what no backend serves.
 func ParseURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("store URL %q: %w", raw, err)
+		return nil, fmt.Errorf("store URL %q: %w", Shown(raw), err)
 	}
 	switch u.Scheme {
 	case "bolt":
 		if u.Path == "" && u.Opaque == "" {
-			return nil, fmt.Errorf("store URL %q: bolt needs a file path, e.g. bolt:///var/lib/matchstream/matchstream.db", raw)
+			return nil, fmt.Errorf("store URL %q: bolt needs a file path, e.g. bolt:///var/lib/matchstream/matchstream.db", Shown(raw))
 		}
 	case "redis", "rediss":
 	default:
-		return nil, fmt.Errorf("store URL %q: scheme must be bolt:// (embedded) or redis:// / rediss://", raw)
+		return nil, fmt.Errorf("store URL %q: scheme must be bolt:// (embedded) or redis:// / rediss://", Shown(raw))
 	}
 	return u, nil
 }

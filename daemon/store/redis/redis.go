@@ -53,7 +53,7 @@ type Store struct {
 func Open(ctx context.Context, raw string) (*Store, error) {
 	opts, err := goredis.ParseURL(raw)
 	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", raw, err)
+		return nil, fmt.Errorf("store %s: %w", store.Shown(raw), err)
 	}
 	c := goredis.NewUniversalClient(&goredis.UniversalOptions{
 		Addrs: []string{opts.Addr}, DB: opts.DB, Username: opts.Username, Password: opts.Password,
@@ -65,7 +65,7 @@ func Open(ctx context.Context, raw string) (*Store, error) {
 	s := &Store{c: c}
 	if err := s.Ping(ctx); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("store %s: %w", raw, err)
+		return nil, fmt.Errorf("store %s: %w", store.Shown(raw), err)
 	}
 	return s, nil
 }
