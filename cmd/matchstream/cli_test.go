@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"matchstream/daemon/store/bolt"
 )
 
 // The CLI's contract with operators and scripts: one clear line on stderr, a hint where one helps,
@@ -28,6 +32,22 @@ func TestCLIErrors(t *testing.T) {
 	// A listener without SO_REUSEPORT: our bind of the same port must fail.
 	busyAddr := busy.Addr().String()
 
+	// A store whose freelist page was overwritten (bbolt panicked on it) and an empty one.
+	damaged := filepath.Join(dir, "damaged.db")
+	if st, err := bolt.Open(damaged, time.Second); err != nil {
+		t.Fatal(err)
+	} else {
+		st.Close()
+	}
+	if fi, err := os.Stat(damaged); err != nil {
+		t.Fatal(err)
+	} else if f, err := os.OpenFile(damaged, os.O_RDWR, 0); err == nil { // every page after the two metas
+		f.WriteAt(bytes.Repeat([]byte{0xa5}, int(fi.Size())-2*os.Getpagesize()), int64(2*os.Getpagesize()))
+		f.Close()
+	}
+	empty := filepath.Join(dir, "empty.db")
+	os.WriteFile(empty, nil, 0o600)
+
 	state := filepath.Join(dir, "state")
 	for _, tc := range []struct {
 		name string
@@ -47,6 +67,10 @@ func TestCLIErrors(t *testing.T) {
 		{"redis down", 1, []string{"store redis://127.0.0.1:1/0", "redis does not answer"}, []string{"serve", "--config", "/dev/null", "--state-dir", state, "--store", "redis://127.0.0.1:1/0", "--api", "127.0.0.1:0", "--stream", "127.0.0.1:1"}},
 		{"unknown store", 2, []string{"scheme must be bolt://"}, []string{"serve", "--config", "/dev/null", "--check", "--store", "mysql://x"}},
 		{"port taken", 1, []string{"listen " + busyAddr, "address already in use"}, []string{"serve", "--config", "/dev/null", "--state-dir", state, "--api", "127.0.0.1:0", "--stream", busyAddr}},
+		{"damaged store", 1, []string{"store " + damaged + " is damaged", "restore it from a backup", "mv " + damaged},
+			[]string{"serve", "--config", "/dev/null", "--state-dir", state, "--store", "bolt://" + damaged, "--api", "127.0.0.1:0", "--stream", "127.0.0.1:1"}},
+		{"empty store", 1, []string{"store " + empty + " is damaged (the file is empty)", "restore it from a backup"},
+			[]string{"serve", "--config", "/dev/null", "--state-dir", state, "--store", "bolt://" + empty, "--api", "127.0.0.1:0", "--stream", "127.0.0.1:1"}},
 		{"watcher without file", 2, []string{"exactly one match FILE"}, []string{"watcher", "--token", "x"}},
 		{"watcher bad file", 2, []string{"line 1", "unknown field"}, []string{"watcher", "--token", "x", garbage}},
 		{"watcher no token", 2, []string{"no watcher token", "hint: pass --token"}, []string{"watcher", "--token-file", filepath.Join(dir, "none"), garbage}},
@@ -64,6 +88,9 @@ func TestCLIErrors(t *testing.T) {
 			}
 			if tc.code != 0 && !strings.HasPrefix(out, "matchstream: ") && !strings.Contains(out, "\nmatchstream: ") {
 				t.Errorf("error not reported as 'matchstream: ...':\n%s", out)
+			}
+			if strings.Contains(out, "panic") || strings.Contains(out, "goroutine ") {
+				t.Errorf("a panic instead of an error:\n%s", out)
 			}
 		})
 	}
