@@ -239,6 +239,15 @@ func (h *Handler) healthz(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	// The pid tells an operator (and the hand-over test) which process answers.
+	if at, err := h.reg.WriteFailure(); err != nil {
+		// Degraded, not down: clients are served, reads work, only posts fail. 503 so a monitor
+		// or a load balancer in front of the watcher's API sees it; the systemd watchdog does not
+		// look at this (it probes the match locks), so the daemon and its clients are left alone.
+		writeJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]any{"status": "degraded", "pid": os.Getpid(),
+			"reason": "the store refuses writes (posts get 503); the last failed at " + at.UTC().Format(time.RFC3339) + ": " + err.Error() +
+				"; this clears with the next accepted post"})
+		return
+	}
 	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "pid": os.Getpid()})
 }
 

@@ -480,3 +480,39 @@ func TestTokenNeverLogged(t *testing.T) {
 		t.Fatalf("the token is in the log:\n%s", logged)
 	}
 }
+
+// /healthz says when the store stops taking writes (a full disk: every post 503), with the reason,
+// and recovers with the next accepted post; reads and streams are not affected by it.
+func TestHealthShowsFailingWrites(t *testing.T) {
+	f := newFixture(t)
+	f.postSample(5)
+	health := func() (int, map[string]any) {
+		code, body, _ := f.do("GET", "/healthz", "", "")
+		var v map[string]any
+		if err := json.Unmarshal(body, &v); err != nil {
+			t.Fatalf("healthz %d: %s", code, body)
+		}
+		return code, v
+	}
+	if code, v := health(); code != 200 || v["status"] != "ok" {
+		t.Fatalf("healthy store: %d %v", code, v)
+	}
+	f.st.down = true
+	if code, _, _ := f.do("POST", "/matches/"+id+"/events", "Bearer "+token, `{"kind":"comment","comment":"x"}`); code != 503 {
+		t.Fatalf("post to a failing store: %d", code)
+	}
+	code, v := health()
+	if code != 503 || v["status"] != "degraded" || !strings.Contains(fmt.Sprint(v["reason"]), "disk on fire") {
+		t.Fatalf("after a failed write: %d %v; want 503 degraded with the store's error", code, v)
+	}
+	if code, _, _ := f.do("GET", "/matches/"+id+"/events", "", ""); code != 200 {
+		t.Fatalf("reads while writes fail: %d", code)
+	}
+	f.st.down = false
+	if code, _, _ := f.do("POST", "/matches/"+id+"/events", "Bearer "+token, `{"kind":"comment","comment":"x"}`); code != 201 {
+		t.Fatalf("post after the store recovered: %d", code)
+	}
+	if code, v := health(); code != 200 || v["status"] != "ok" {
+		t.Fatalf("after a write succeeded again: %d %v", code, v)
+	}
+}

@@ -44,6 +44,8 @@ type Registry struct {
 	// LongPolls counts long-poll requests waiting for an event.
 	LongPolls atomic.Int64
 
+	writes writeHealth
+
 	mu      sync.RWMutex
 	matches map[string]*Match
 	// frozen: a hand-over to a successor process is under way; no post, ingest or subscription
@@ -235,6 +237,7 @@ func (r *Registry) Post(ctx context.Context, id string, events []match.Event) ([
 		if r.StoreLatency != nil {
 			r.StoreLatency.Observe(time.Since(t0).Seconds())
 		}
+		r.writes.record(t0, err)
 		if errors.Is(err, store.ErrConflict) && attempt < 3 {
 			// Another node appended first: take its events, then validate ours again on top.
 			if cerr := r.catchUpLocked(ctx, m, nil); cerr != nil {
@@ -661,6 +664,34 @@ type QueueInfo struct {
 
 // Ping checks the store.
 func (r *Registry) Ping(ctx context.Context) error { return r.store.Ping(ctx) }
+
+// WriteFailure is when the last append failed and its error, while appends fail (nil once one
+// succeeds again, or before any failed). A store can answer reads and pings and still refuse
+// every write (a full disk), so health reports this beside Ping.
+func (r *Registry) WriteFailure() (time.Time, error) {
+	r.writes.mu.Lock()
+	defer r.writes.mu.Unlock()
+	return r.writes.at, r.writes.err
+}
+
+// writeHealth is the outcome of the last append.
+type writeHealth struct {
+	mu  sync.Mutex
+	err error
+	at  time.Time
+}
+
+// record notes an append's outcome: a conflict is a store that works (another node wrote first).
+func (w *writeHealth) record(at time.Time, err error) {
+	if errors.Is(err, store.ErrConflict) {
+		err = nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err == nil || w.err == nil || at.After(w.at) {
+		w.err, w.at = err, at
+	}
+}
 
 // Shutdown tells every subscriber the server is stopping; their connections close once it is written.
 func (r *Registry) Shutdown() {

@@ -51,11 +51,12 @@ var (
 	goneDesc  = prometheus.NewDesc("matchstream_write_errors_total", "Clients gone while being written to.", nil, nil)
 	maxQDesc  = prometheus.NewDesc("matchstream_client_queue_max_frames", "The longest backlog any client has had.", nil, nil)
 	pollDesc  = prometheus.NewDesc("matchstream_longpoll_waiting", "Long-poll requests waiting for an event.", nil, nil)
+	wfDesc    = prometheus.NewDesc("matchstream_store_writes_failing", "1 while the store refuses appends (posts get 503), 0 once one succeeds again.", nil, nil)
 	hsDesc    = prometheus.NewDesc("matchstream_handshake_errors_total", "Connect lines answered with ERROR:, by code.", []string{"code"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{connsDesc, protoDesc, subsDesc, seqDesc, accDesc, delDesc, slowDesc, goneDesc, maxQDesc, hsDesc, pollDesc} {
+	for _, d := range []*prometheus.Desc{connsDesc, protoDesc, subsDesc, seqDesc, accDesc, delDesc, slowDesc, goneDesc, maxQDesc, hsDesc, pollDesc, wfDesc} {
 		ch <- d
 	}
 }
@@ -74,6 +75,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(protoDesc, prometheus.GaugeValue, float64(st.ByVersion[protocol.VersionSSE].Load()), "sse")
 	ch <- prometheus.MustNewConstMetric(pollDesc, prometheus.GaugeValue, float64(c.reg.LongPolls.Load()))
+	failing := 0.0
+	if _, err := c.reg.WriteFailure(); err != nil {
+		failing = 1
+	}
+	ch <- prometheus.MustNewConstMetric(wfDesc, prometheus.GaugeValue, failing)
 	for _, m := range c.reg.List() {
 		ch <- prometheus.MustNewConstMetric(subsDesc, prometheus.GaugeValue, float64(m.Subscribers), m.ID, m.State)
 		ch <- prometheus.MustNewConstMetric(seqDesc, prometheus.GaugeValue, float64(m.Seq), m.ID)
