@@ -119,6 +119,13 @@ func WatcherToken(path string, log *slog.Logger) (string, error) {
 // Run serves until ctx is cancelled, then shuts down in order: stop accepting, close clients, close
 // the store. It returns an error only if the daemon could not start or failed while serving.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	// The listeners first: a daemon that cannot have its ports (another one holds them) stops
+	// before it touches a store or writes a token.
+	lns, err := listen.Open(cfg.Listen, log)
+	if err != nil {
+		return err
+	}
+	defer lns.Close()
 	if cfg.API.WatcherToken == "" {
 		tok, err := WatcherToken(cfg.TokenFile(), log)
 		if err != nil {
@@ -141,11 +148,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	lns, err := listen.Open(cfg.Listen, log)
-	if err != nil {
-		return err
-	}
-	defer lns.Close()
 
 	var ready atomic.Bool
 	streams, err := stream.New(cfg.Stream, reg, log)

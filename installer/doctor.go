@@ -246,7 +246,11 @@ func (d *Doctor) ports() []Check {
 		case errors.Is(err, syscall.EADDRINUSE):
 			_, port, _ := strings.Cut(addr, ":")
 			c.Status, c.Found = FAIL, "in use by another process"
-			c.Fix = fmt.Sprintf("find it with: ss -ltnp 'sport = :%s'", port)
+			var iu *listen.InUseError
+			if errors.As(err, &iu) && iu.Pid > 0 {
+				c.Found = fmt.Sprintf("in use by pid %d (%s)", iu.Pid, iu.Cmd)
+			}
+			c.Fix = fmt.Sprintf("stop it, or find it with: ss -ltnp 'sport = :%s'", port)
 		default:
 			c.Status, c.Found, c.Fix = FAIL, err.Error(), "check the address in --stream / --api"
 		}

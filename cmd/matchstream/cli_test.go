@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -66,7 +68,7 @@ func TestCLIErrors(t *testing.T) {
 		{"flag beats config", 0, []string{"backlog 77"}, []string{"serve", "--config", goodConf, "--check", "--backlog", "77"}},
 		{"redis down", 1, []string{"store redis://127.0.0.1:1/0", "redis does not answer"}, []string{"serve", "--config", "/dev/null", "--state-dir", state, "--store", "redis://127.0.0.1:1/0", "--api", "127.0.0.1:0", "--stream", "127.0.0.1:1"}},
 		{"unknown store", 2, []string{"scheme must be bolt://"}, []string{"serve", "--config", "/dev/null", "--check", "--store", "mysql://x"}},
-		{"port taken", 1, []string{"listen " + busyAddr, "address already in use"}, []string{"serve", "--config", "/dev/null", "--state-dir", state, "--api", "127.0.0.1:0", "--stream", busyAddr}},
+		{"port taken", 1, []string{"listen " + busyAddr, "is in use by pid " + strconv.Itoa(os.Getpid())}, []string{"serve", "--config", "/dev/null", "--state-dir", state, "--api", "127.0.0.1:0", "--stream", busyAddr}},
 		{"damaged store", 1, []string{"store " + damaged + " is damaged", "restore it from a backup", "mv " + damaged},
 			[]string{"serve", "--config", "/dev/null", "--state-dir", state, "--store", "bolt://" + damaged, "--api", "127.0.0.1:0", "--stream", "127.0.0.1:1"}},
 		{"empty store", 1, []string{"store " + empty + " is damaged (the file is empty)", "restore it from a backup"},
@@ -89,7 +91,7 @@ func TestCLIErrors(t *testing.T) {
 			if tc.code != 0 && !strings.HasPrefix(out, "matchstream: ") && !strings.Contains(out, "\nmatchstream: ") {
 				t.Errorf("error not reported as 'matchstream: ...':\n%s", out)
 			}
-			if strings.Contains(out, "panic") || strings.Contains(out, "goroutine ") {
+			if strings.Contains(out, "panic:") || strings.Contains(out, "goroutine ") {
 				t.Errorf("a panic instead of an error:\n%s", out)
 			}
 		})
@@ -109,5 +111,36 @@ func TestCLIEnv(t *testing.T) {
 	out = run(t, 0, "serve", "--config", "/dev/null", "--check", "--backlog", "5")
 	if !strings.Contains(out, "backlog 5") {
 		t.Errorf("flag did not beat env:\n%s", out)
+	}
+}
+
+// A second daemon on ports a running one holds refuses to start, naming the port and the pid,
+// for the stream ports and for the API port alike; the first goes on serving alone.
+func TestSecondDaemonRefused(t *testing.T) {
+	dir := t.TempDir()
+	first := startDaemon(t, filepath.Join(dir, "first"))
+	pid := first.cmd.Process.Pid
+	stream := fmt.Sprintf("127.0.0.1:%d-%d", first.stream[0], first.stream[len(first.stream)-1])
+	_, other := freePorts(t, 2)
+	for _, tc := range []struct {
+		name      string
+		api, strm string
+		port      int
+	}{
+		{"same ports", fmt.Sprintf("127.0.0.1:%d", first.apiPort), stream, first.stream[0]},
+		{"same stream ports on every address", "127.0.0.1:0", fmt.Sprintf("0.0.0.0:%d-%d", first.stream[0], first.stream[1]), first.stream[0]},
+		{"same API port", fmt.Sprintf("127.0.0.1:%d", first.apiPort), fmt.Sprintf("127.0.0.1:%d-%d", other[0], other[1]), first.apiPort},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := run(t, 1, "serve", "--config", "/dev/null", "--state-dir", filepath.Join(dir, "second"),
+				"--api", tc.api, "--stream", tc.strm)
+			want := fmt.Sprintf("port %d is in use by pid %d (", tc.port, pid)
+			if !strings.Contains(out, want) || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+				t.Fatalf("want one line with %q, got:\n%s", want, out)
+			}
+		})
+	}
+	if code := first.getJSON("/healthz", &struct{}{}); code != 200 {
+		t.Fatalf("the first daemon after the attempts: /healthz %d", code)
 	}
 }

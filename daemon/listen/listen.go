@@ -2,7 +2,7 @@
 // carries more than one port's worth of connections and clients spread over them) and the API port.
 // Under systemd socket activation they come from the socket units, picked by file-descriptor name
 // (never by position: the order across units is undefined); otherwise the daemon binds them itself
-// with SO_REUSEPORT and the configured backlog. It also counts open connections per stream port so
+// with the configured backlog, and refuses a port another process listens on. It also counts open connections per stream port so
 // clients can be sent to the least-loaded one.
 package listen
 
@@ -19,7 +19,6 @@ import (
 	"syscall"
 
 	"github.com/coreos/go-systemd/v22/activation"
-	"golang.org/x/sys/unix"
 
 	"matchstream/daemon/handover"
 )
@@ -189,8 +188,13 @@ func (s *Set) LeastLoaded() *Port {
 	return best
 }
 
-// Bind listens on a TCP address with SO_REUSEADDR, SO_REUSEPORT and the given backlog. Go's
-// net.Listen always uses net.core.somaxconn; this passes the configured value to listen(2).
+// Bind listens on a TCP address with SO_REUSEADDR and the given backlog. Go's net.Listen always
+// uses net.core.somaxconn; this passes the configured value to listen(2).
+//
+// Not SO_REUSEPORT: with it, a second daemon started on the same ports (another state directory,
+// a copy run by hand) binds them too, and the kernel splits new clients and watcher posts between
+// two processes that know nothing of each other. A port in use is an *InUseError naming the
+// holder's pid. The daemon's own successor never binds: it inherits the listeners (LISTEN_FDS).
 func Bind(addr string, backlog int) (net.Listener, error) {
 	ap, err := resolve(addr)
 	if err != nil {
@@ -210,12 +214,16 @@ func Bind(addr string, backlog int) (net.Listener, error) {
 	}
 	f := os.NewFile(uintptr(fd), "tcp:"+addr)
 	defer f.Close() // FileListener dups the fd
-	for _, opt := range []int{syscall.SO_REUSEADDR, unix.SO_REUSEPORT} {
-		if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, opt, 1); err != nil {
-			return nil, fmt.Errorf("listen %s: setsockopt: %w", addr, err)
-		}
+	// SO_REUSEADDR lets a restarted daemon bind while old connections are in TIME_WAIT; on Linux
+	// it never lets two sockets listen on one port.
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		return nil, fmt.Errorf("listen %s: setsockopt: %w", addr, err)
 	}
 	if err := syscall.Bind(fd, sa); err != nil {
+		if err == syscall.EADDRINUSE {
+			pid, cmd := holder("/proc", int(ap.Port()))
+			return nil, &InUseError{Addr: addr, Port: int(ap.Port()), Pid: pid, Cmd: cmd, Err: err}
+		}
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	if backlog <= 0 {

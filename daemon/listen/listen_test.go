@@ -1,6 +1,8 @@
 package listen_test
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -8,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"matchstream/daemon/listen"
@@ -47,21 +50,34 @@ func TestParseRange(t *testing.T) {
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// Self-bound listeners: every port bound, SO_REUSEPORT set (a second bind of the same port
-// succeeds), and a clear error for an address that cannot be bound.
+// Self-bound listeners: every port bound, and a clear error for an address that cannot be bound.
+// A port another listener holds is refused, naming the port and the holder's pid, even when that
+// holder is another matchstream: with SO_REUSEPORT on both, the kernel split clients and posts
+// between two daemons that knew nothing of each other.
 func TestOpenSelfBound(t *testing.T) {
 	t.Setenv("LISTEN_FDS", "")
 	ln, err := listen.Bind("127.0.0.1:0", 16)
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	again, err := listen.Bind(ln.Addr().String(), 16)
+	port := ln.Addr().(*net.TCPAddr).Port
+	for _, addr := range []string{ln.Addr().String(), fmt.Sprintf("0.0.0.0:%d", port)} {
+		again, err := listen.Bind(addr, 16)
+		if err == nil {
+			again.Close()
+			t.Fatalf("a second listener on %s while the first is open", addr)
+		}
+		want := fmt.Sprintf("port %d is in use by pid %d", port, os.Getpid())
+		if !strings.Contains(err.Error(), want) || !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatalf("second bind of %s: %v; want %q (and EADDRINUSE)", addr, err, want)
+		}
+	}
+	ln.Close()
+	again, err := listen.Bind(fmt.Sprintf("127.0.0.1:%d", port), 16) // free again at once
 	if err != nil {
-		t.Fatalf("second bind with SO_REUSEPORT: %v", err)
+		t.Fatalf("bind after the holder closed: %v", err)
 	}
 	again.Close()
-	ln.Close()
 
 	somax := filepath.Join(t.TempDir(), "somaxconn")
 	os.WriteFile(somax, []byte("128\n"), 0o644)
