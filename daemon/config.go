@@ -59,7 +59,8 @@ func Default() Config {
 		MaxClockSkew:      5 * time.Minute,
 		Listen: listen.Config{API: "127.0.0.1:8888", Stream: streams, Backlog: 65535,
 			SomaxconnPath: "/proc/sys/net/core/somaxconn"},
-		Stream: stream.Config{HandshakeTimeout: 10 * time.Second, MaxLine: 1024, KeepAlive: 60 * time.Second, ConnBurst: 20},
+		Stream: stream.Config{HandshakeTimeout: 10 * time.Second, MaxLine: 1024, KeepAlive: 60 * time.Second, ConnBurst: 20,
+			SendBuffer: stream.DefaultSendBuffer},
 		Hub:    hub.Config{QueueLimit: 64, WriteTimeout: 30 * time.Second},
 		API:    api.Config{MaxBodySize: 1 << 20},
 	}

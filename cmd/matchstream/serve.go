@@ -77,8 +77,8 @@ func daemonFlags() []cli.Flag {
 			Usage: "how long a finished match without subscribers keeps its events in memory; after that they are read from the store"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "max-clock-skew", Value: d.MaxClockSkew, EnvVars: env("max-clock-skew"),
 			Usage: "how far ahead of this server's clock a posted event's \"at\" may be; later ones are refused (400), since events never go back in time"}),
-		altsrc.NewIntFlag(&cli.IntFlag{Name: "send-buffer", EnvVars: env("send-buffer"),
-			Usage: "fixed SO_SNDBUF per client socket in bytes (0 = kernel autotuning up to tcp_wmem)"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "send-buffer", Value: d.Stream.SendBuffer, EnvVars: env("send-buffer"),
+			Usage: "fixed SO_SNDBUF per client socket in bytes, the kernel doubles it; bounds what a client that stops reading pins before it is cut (0 = kernel autotuning up to tcp_wmem, which let stalled clients absorb megabytes)"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-body", Value: d.API.MaxBodySize, EnvVars: env("max-body"),
 			Usage: "largest API request body in bytes"}),
 	}, logFlags()...)

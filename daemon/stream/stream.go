@@ -38,11 +38,19 @@ type Config struct {
 	ConnBurst int
 	// SendBuffer, when set, fixes each client socket's SO_SNDBUF (the kernel doubles it) instead of
 	// letting it autotune up to tcp_wmem's maximum: it bounds the kernel memory a client that stops
-	// reading can pin, and makes such a client reach the slow-consumer cut sooner.
+	// reading can pin, and makes such a client reach the slow-consumer cut at all. The daemon's
+	// default is DefaultSendBuffer.
 	SendBuffer int
 	// Welcome sends the original's banner (protocol.Welcome) on accept, before the connect line.
 	Welcome bool
 }
+
+// DefaultSendBuffer is the daemon's SO_SNDBUF for client sockets (128 KiB once the kernel doubles
+// it): room for a status and dozens of events, far more than a live match sends at once. Left to
+// autotune, the kernel sized a loopback client's buffer from its 64 KiB segments and absorbed
+// 430 KB for each client that had stopped reading, so the slow-consumer cut never came; with
+// tcp_wmem's maximum a stalled client could pin 4 MiB of kernel memory.
+const DefaultSendBuffer = 64 << 10
 
 // Server serves the stream ports.
 type Server struct {

@@ -1,18 +1,24 @@
 package stream
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"matchstream/daemon/hub"
 	"matchstream/daemon/listen"
 	"matchstream/daemon/live"
+	"matchstream/daemon/match"
 	"matchstream/daemon/protocol"
 	"matchstream/daemon/store/bolt"
 )
@@ -20,6 +26,10 @@ import (
 // testServer is a stream server on one ephemeral loopback port, fed by a registry on a fresh bolt
 // store; it is shut down when the test ends.
 func testServer(t *testing.T, cfg Config) (*Server, *live.Registry, *listen.Port) {
+	return testServerHub(t, cfg, hub.Config{QueueLimit: 64, WriteTimeout: time.Second})
+}
+
+func testServerHub(t *testing.T, cfg Config, hubc hub.Config) (*Server, *live.Registry, *listen.Port) {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), time.Second)
 	if err != nil {
@@ -27,7 +37,7 @@ func testServer(t *testing.T, cfg Config) (*Server, *live.Registry, *listen.Port
 	}
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	reg, err := live.Open(context.Background(), st, live.Config{Hub: hub.Config{QueueLimit: 64, WriteTimeout: time.Second}}, log)
+	reg, err := live.Open(context.Background(), st, live.Config{Hub: hubc}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,4 +182,117 @@ func TestWelcome(t *testing.T) {
 			t.Fatalf("welcome=%v: got %q after the banner, want %q", welcome, got, want)
 		}
 	}
+}
+
+// A start event for match "fla-flu-2011-09-11" with full squads.
+func startEvent(at time.Time) match.Event {
+	var ps []match.Player
+	for n := 1; n <= 11; n++ {
+		ps = append(ps, match.Player{Number: n, Name: fmt.Sprintf("P%d", n)})
+	}
+	return match.Event{At: at, Kind: match.KindStart, Home: "fla", Visit: "flu", StartDate: "2011-09-11", HomePlayers: ps, VisitPlayers: ps}
+}
+
+// Many clients that stop reading, each with a small receive buffer (so the kernel cannot absorb the
+// match for them, as the 430 KB of a default buffer did), are cut by the slow-consumer policy with
+// the daemon's defaults (the send buffer autotuned, a queue of 64 frames): every one of them, while
+// the clients that read get every event.
+func TestStalledReadersAreCut(t *testing.T) {
+	const stalled, honest, events = 200, 10, 400
+	_, reg, port := testServerHub(t, Config{SendBuffer: DefaultSendBuffer}, hub.Config{QueueLimit: 64, WriteTimeout: 30 * time.Second})
+	const id = "fla-flu-2011-09-11"
+	at := time.Date(2011, 9, 11, 18, 0, 0, 0, time.UTC)
+	if _, err := reg.Post(context.Background(), id, []match.Event{startEvent(at)}); err != nil {
+		t.Fatal(err)
+	}
+	small := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	var stalls []net.Conn
+	for range stalled {
+		c, err := small.Dial("tcp", port.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.Write([]byte("VERSION:3:CONNECT:stalled:MATCH:" + id + "\r\n"))
+		stalls = append(stalls, c)
+	}
+	type reader struct {
+		lines atomic.Int64
+		done  chan []byte
+	}
+	var readers []*reader
+	for range honest {
+		c := dialLine(t, port, "VERSION:3:CONNECT:reader:MATCH:"+id+"\r\n")
+		c.SetReadDeadline(time.Now().Add(2 * time.Minute))
+		r := &reader{done: make(chan []byte, 1)}
+		go func() {
+			var all []byte
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := c.Read(buf)
+				all = append(all, buf[:n]...)
+				r.lines.Add(int64(bytes.Count(buf[:n], []byte("\n"))))
+				if err != nil {
+					r.done <- all
+					return
+				}
+			}
+		}()
+		readers = append(readers, r)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for reg.Stats.Subscribers.Load() != stalled+honest {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d subscribers, want %d", reg.Stats.Subscribers.Load(), stalled+honest)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	comment := strings.Repeat("goooal ", 140) // about 1 KB a frame
+	for i := range events {
+		// A watcher's pace, not a flood: the readers stay within 16 events of the post, so only
+		// the stalled ones can fall 64 behind, however starved the machine is.
+		for _, r := range readers {
+			for r.lines.Load() < int64(1+i-16) {
+				if time.Now().After(deadline.Add(time.Minute)) {
+					t.Fatalf("a reader is stuck at %d lines before event %d", r.lines.Load(), i)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		ev := match.Event{At: at.Add(time.Duration(i+1) * time.Second), Kind: match.KindComment, Comment: comment}
+		if _, err := reg.Post(context.Background(), id, []match.Event{ev}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := reg.Post(context.Background(), id, []match.Event{{At: at.Add(time.Hour), Kind: match.KindStop}}); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range readers {
+		select {
+		case got := <-r.done:
+			if n := bytes.Count(got, []byte("\n")); n != events+2 || !bytes.Contains(got[len(got)-60:], []byte(`"kind":"stop"`)) {
+				t.Fatalf("reader %d got %d lines, want %d ending with stop", i, n, events+2)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("reader %d: no end of match after a minute (%d lines)", i, r.lines.Load())
+		}
+	}
+	if cut := reg.Stats.SlowDropped.Load(); cut != stalled {
+		c := stalls[0]
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		got, _ := io.ReadAll(c)
+		t.Logf("longest %+v; stalled[0] had %d bytes, max queue %d", reg.Longest(3), len(got), reg.Stats.MaxQueue.Load())
+		t.Fatalf("%d of %d stalled readers cut as slow consumers", cut, stalled)
+	}
+	// What a stalled reader had been sent before the cut is what the kernel held for it.
+	c := stalls[0]
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, _ := io.ReadAll(c)
+	if bytes.Contains(got, []byte(`"kind":"stop"`)) {
+		t.Fatal("a stalled reader got the whole match")
+	}
+	t.Logf("%d stalled readers cut, %d readers got all %d events; a stalled one had %d KB in kernel buffers",
+		stalled, honest, events+1, len(got)>>10)
 }
