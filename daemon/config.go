@@ -61,8 +61,8 @@ func Default() Config {
 			SomaxconnPath: "/proc/sys/net/core/somaxconn"},
 		Stream: stream.Config{HandshakeTimeout: 10 * time.Second, MaxLine: 1024, KeepAlive: 60 * time.Second, ConnBurst: 20,
 			SendBuffer: stream.DefaultSendBuffer},
-		Hub:    hub.Config{QueueLimit: 64, WriteTimeout: 30 * time.Second},
-		API:    api.Config{MaxBodySize: 1 << 20},
+		Hub: hub.Config{QueueLimit: 64, WriteTimeout: 30 * time.Second},
+		API: api.Config{MaxBodySize: 1 << 20},
 	}
 }
 
