@@ -304,6 +304,13 @@ func (s *Server) AttachSSE(fd int, port *listen.Port, id string, after uint64, r
 	port.Conns.Add(1)
 	sub, err := s.reg.SubscribeSSE(c, id, after, resume, head)
 	if err != nil {
+		if errors.Is(err, live.ErrHandingOver) {
+			// A hand-over is under way: answer with the head alone, whose retry: field has the
+			// browser reconnect (to the successor) in 2 s, rather than close without a byte.
+			c.mu.RLock()
+			unix.Write(fd, head)
+			c.mu.RUnlock()
+		}
 		c.Close()
 		return err
 	}

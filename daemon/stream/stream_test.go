@@ -3,10 +3,12 @@ package stream
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -295,4 +297,30 @@ func TestStalledReadersAreCut(t *testing.T) {
 	}
 	t.Logf("%d stalled readers cut, %d readers got all %d events; a stalled one had %d KB in kernel buffers",
 		stalled, honest, events+1, len(got)>>10)
+}
+
+// An event stream that arrives while a hand-over is under way gets the response head, whose
+// retry: field has the browser come back in a moment, not a connection closed without a byte.
+func TestEventStreamDuringHandover(t *testing.T) {
+	s, reg, _ := testServer(t, Config{})
+	const id = "fla-flu-2011-09-11"
+	if _, err := reg.Post(context.Background(), id, []match.Event{startEvent(time.Now().Add(-time.Hour))}); err != nil {
+		t.Fatal(err)
+	}
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	browser := os.NewFile(uintptr(fds[1]), "browser")
+	defer browser.Close()
+	reg.Freeze()
+	head := []byte("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nretry: 2000\n\n")
+	if err := s.AttachSSE(fds[0], &listen.Port{}, id, 0, false, head); !errors.Is(err, live.ErrHandingOver) {
+		t.Fatalf("AttachSSE while frozen: %v", err)
+	}
+	browser.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, _ := io.ReadAll(browser)
+	if !bytes.Equal(got, head) {
+		t.Fatalf("the browser got %q, want the head", got)
+	}
 }
