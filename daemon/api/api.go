@@ -122,6 +122,9 @@ type fasthttpLogger struct {
 }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
+	if !l.log.Enabled(context.Background(), slog.LevelDebug) {
+		return // no formatting and no regexps for a line nobody keeps (a flood of bad requests)
+	}
 	l.log.Debug("http", "msg", redact(fmt.Sprintf(format, args...), l.token))
 }
 
@@ -324,9 +327,9 @@ func (h *Handler) position(ctx *fasthttp.RequestCtx, id string, names ...string)
 		}
 		pos, from = n, name
 	}
-	if st, ok := h.reg.State(id); ok && pos > st.Seq {
+	if last, ok := h.reg.Seq(id); ok && pos > last {
 		writeError(ctx, fasthttp.StatusBadRequest,
-			fmt.Sprintf("%s %d is past the last event of %s (%d)", from, pos, id, st.Seq))
+			fmt.Sprintf("%s %d is past the last event of %s (%d)", from, pos, id, last))
 		return 0, false
 	}
 	return pos, true

@@ -626,6 +626,18 @@ func (r *Registry) State(id string) (match.State, bool) {
 	return m.state.Clone(), true
 }
 
+// Seq is match id's last seq, without copying its state; false: no such match.
+func (r *Registry) Seq(id string) (uint64, bool) {
+	r.mu.RLock()
+	m := r.matches[id]
+	r.mu.RUnlock()
+	if m == nil {
+		return 0, false
+	}
+	seq, _ := m.lastSeq()
+	return seq, seq > 0
+}
+
 // Events returns match id's records with seq > from; false: no such match. A match whose history
 // was evicted is read from the store, which may fail (ErrStore).
 func (r *Registry) Events(ctx context.Context, id string, from uint64) ([]match.Record, bool, error) {

@@ -306,10 +306,9 @@ func (s *Server) AttachSSE(fd int, port *listen.Port, id string, after uint64, r
 	if err != nil {
 		if errors.Is(err, live.ErrHandingOver) {
 			// A hand-over is under way: answer with the head alone, whose retry: field has the
-			// browser reconnect (to the successor) in 2 s, rather than close without a byte.
-			c.mu.RLock()
+			// browser reconnect (to the successor) in 2 s, rather than close without a byte. c was
+			// never shared, so its fd is still ours alone.
 			unix.Write(fd, head)
-			c.mu.RUnlock()
 		}
 		c.Close()
 		return err
