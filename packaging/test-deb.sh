@@ -82,7 +82,7 @@ api=$(port); s0=$(port)
 step "doctor in the root"
 out=$(in_root matchstream doctor --config /etc/matchstream/matchstream.toml --target-connections 1000 --backlog 1024 \
 	--api 127.0.0.1:$api --stream 127.0.0.1:$s0-$s0 || true)
-echo "$out" | grep -q "^doctor: 1000 connections:" || fail "doctor did not run: $out"
+grep -q "^doctor: 1000 connections:" <<<"$out" || fail "doctor did not run: $out"
 
 step "the daemon in the root as the matchstream user, and a client watching the sample match"
 chroot --userspec=matchstream:matchstream "$root" /usr/bin/matchstream serve --config /etc/matchstream/matchstream.toml \
@@ -113,7 +113,8 @@ dpkg-deb -b "$work/pkg" "$root/tmp/upgrade.deb" >/dev/null
 in_root apt-get install -y -qq -o Dpkg::Options::=--force-confold /tmp/upgrade.deb >/dev/null
 grep -q "# edited by the operator" "$root/etc/matchstream/matchstream.toml" || fail "upgrade lost the edited conffile"
 [ "$(cat "$root/etc/matchstream/watcher.token")" = "$token" ] || fail "upgrade changed the token"
-in_root dpkg-query -W -f='${Version}\n' matchstream | grep -q '\.1$' || fail "not upgraded"
+version=$(in_root dpkg-query -W -f='${Version}\n' matchstream)
+grep -q '\.1$' <<<"$version" || fail "not upgraded: $version"
 
 step "apt-get purge leaves no file of ours"
 in_root apt-get purge -y -qq matchstream >/dev/null
