@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/urfave/cli/v2"
 
-	"matchstream/daemon/live"
+	"matchstream/daemon/api"
 )
 
 func topCommand() *cli.Command {
@@ -75,8 +75,8 @@ func topCommand() *cli.Command {
 // snapshot is one reading of the daemon.
 type snapshot struct {
 	at      time.Time
-	matches []live.Summary
-	queues  []live.QueueInfo
+	matches []api.Summary
+	queues  []api.Queue
 	metrics map[string]*dto.MetricFamily
 }
 

@@ -172,7 +172,7 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	case path == "/connect" && get:
 		h.connect(ctx)
 	case path == "/matches" && get:
-		writeJSON(ctx, fasthttp.StatusOK, h.reg.List())
+		writeJSON(ctx, fasthttp.StatusOK, Summaries(h.reg))
 	case path == "/metrics" && get && h.Metrics != nil:
 		h.Metrics(ctx)
 	case path == "/debug/queues" && get:
@@ -180,7 +180,7 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 		if k <= 0 || k > 1000 {
 			k = 10
 		}
-		writeJSON(ctx, fasthttp.StatusOK, h.reg.Longest(k))
+		writeJSON(ctx, fasthttp.StatusOK, queuesOf(h.reg.Longest(k)))
 	case strings.HasPrefix(path, "/matches/"):
 		id, rest, _ := strings.Cut(strings.TrimPrefix(path, "/matches/"), "/")
 		switch {

@@ -132,7 +132,7 @@ func (h *Handler) poll(ctx *fasthttp.RequestCtx, id string) {
 		return
 	}
 	ctx.Response.Header.Set("Cache-Control", "no-store")
-	writeJSON(ctx, fasthttp.StatusOK, p)
+	writeJSON(ctx, fasthttp.StatusOK, Poll{Seq: p.Seq, Ended: p.Ended, Events: p.Events})
 }
 
 // page serves the live match page's files; "/" is index.html.

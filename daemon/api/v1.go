@@ -41,7 +41,7 @@ func (h *Handler) serveV1(ctx *fasthttp.RequestCtx, rest string) {
 	case rest == "matches":
 		ids := []string{}
 		for _, s := range h.reg.List() {
-			ids = append(ids, s.ID)
+			ids = append(ids, s.State.ID)
 		}
 		writeJSON(ctx, fasthttp.StatusOK, ids)
 	case strings.HasPrefix(rest, "match/"):

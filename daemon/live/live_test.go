@@ -14,7 +14,6 @@ import (
 	"matchstream/daemon/hub"
 	"matchstream/daemon/live"
 	"matchstream/daemon/match"
-	"matchstream/daemon/protocol"
 	"matchstream/daemon/store"
 	"matchstream/daemon/store/bolt"
 )
@@ -109,24 +108,22 @@ func TestRegistry(t *testing.T) {
 		t.Fatalf("Current = %q, want the match that kicked off last", got)
 	}
 
-	for _, tc := range []struct {
-		req  protocol.Request
-		code string
-	}{
-		{protocol.Request{Version: 1, Match: "x-y-2011-09-10"}, protocol.CodeNotFound},
-		{protocol.Request{Version: 3, Match: "a-b-2011-09-10", From: 5, HasFrom: true}, protocol.CodeBadRequest},
-	} {
-		var pe *protocol.Error
-		if _, err := reg.Subscribe(&conn{}, tc.req, time.Now()); !errors.As(err, &pe) || pe.Code != tc.code {
-			t.Errorf("Subscribe(%+v) = %v, want %s", tc.req, err, tc.code)
-		}
+	if _, err := reg.Subscribe(&conn{}, "x-y-2011-09-10", 1, live.Join{}); !errors.Is(err, live.ErrNotFound) {
+		t.Errorf("Subscribe to a match that does not exist = %v", err)
+	}
+	var pe *live.PastEndError
+	if _, err := reg.Subscribe(&conn{}, "a-b-2011-09-10", 3, live.Join{Resume: true, After: 5}); !errors.As(err, &pe) || pe.Last != 1 {
+		t.Errorf("Subscribe after seq 5 of a match at 1 = %v", err)
+	}
+	if _, err := reg.Subscribe(&conn{}, "a-b-2011-09-10", 4, live.Join{Resume: true, After: 5, StatusPastEnd: true}); err != nil {
+		t.Errorf("a resume past the end that asks for the status instead: %v", err)
 	}
 
 	v2, v3 := &conn{}, &conn{}
-	if _, err := reg.Subscribe(v2, protocol.Request{Version: 2}, at); err != nil {
+	if _, err := reg.Subscribe(v2, reg.Current(), 2, live.Join{Now: at}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := reg.Subscribe(v3, protocol.Request{Version: 3, Match: "c-d-2011-09-10", HasFrom: true}, at); err != nil {
+	if _, err := reg.Subscribe(v3, "c-d-2011-09-10", 3, live.Join{Resume: true, Now: at}); err != nil {
 		t.Fatal(err)
 	}
 	goal := match.Event{At: at.Add(2 * time.Minute), Kind: match.KindGoal, Team: "d", Player: &match.Player{Number: 7}}
@@ -166,7 +163,7 @@ func TestRegistry(t *testing.T) {
 		t.Fatalf("history after eviction: %+v %v %v", evs, ok, err)
 	}
 	c := &conn{}
-	if _, err := reg2.Subscribe(c, protocol.Request{Version: 3, Match: "c-d-2011-09-10", From: 1, HasFrom: true}, time.Now()); err != nil {
+	if _, err := reg2.SubscribeRestoring(context.Background(), c, "c-d-2011-09-10", 3, live.Join{Resume: true, After: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if got := waitClosed(t, c); strings.Count(got, "\n") != 2 || !strings.Contains(got, `"seq":3`) {
@@ -175,8 +172,8 @@ func TestRegistry(t *testing.T) {
 	if s, ok := reg2.State("c-d-2011-09-10"); !ok || s.Seq != 3 || len(reg2.List()) != 2 {
 		t.Fatalf("state or listing after eviction: %+v %v", s, reg2.List())
 	}
-	if n := reg2.Evict(0, time.Now()); n != 0 {
-		t.Fatalf("evicted %d again", n)
+	if n := reg2.Evict(time.Minute, time.Now()); n != 0 {
+		t.Fatalf("evicted %d again within a minute of its restore", n)
 	}
 	if s, _ := reg2.State("a-b-2011-09-10"); !s.Live() {
 		t.Fatal("a live match is not live after reopen")

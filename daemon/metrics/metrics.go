@@ -81,8 +81,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(wfDesc, prometheus.GaugeValue, failing)
 	for _, m := range c.reg.List() {
-		ch <- prometheus.MustNewConstMetric(subsDesc, prometheus.GaugeValue, float64(m.Subscribers), m.ID, m.State)
-		ch <- prometheus.MustNewConstMetric(seqDesc, prometheus.GaugeValue, float64(m.Seq), m.ID)
+		state := "live"
+		if m.State.Ended() {
+			state = "ended"
+		}
+		ch <- prometheus.MustNewConstMetric(subsDesc, prometheus.GaugeValue, float64(m.Subscribers), m.State.ID, state)
+		ch <- prometheus.MustNewConstMetric(seqDesc, prometheus.GaugeValue, float64(m.State.Seq), m.State.ID)
 	}
 	ch <- prometheus.MustNewConstMetric(accDesc, prometheus.CounterValue, float64(c.reg.EventsAccepted.Load()))
 	ch <- prometheus.MustNewConstMetric(delDesc, prometheus.CounterValue, float64(st.Deliveries.Load()))

@@ -29,10 +29,13 @@ type conn struct {
 	closed      bool
 	handshaking bool // no connect line yet: the handshake timeout applies
 
-	// Touched only by the poller goroutine.
-	buf      []byte // the connect line so far; nil once subscribed
-	sub      *hub.Subscriber
-	readDone bool // EOF seen: the client half-closed; it may still read
+	// Touched only under the poller's dispatch lock (by its goroutine, a hand-over, or a restore
+	// acting for it).
+	buf       []byte // the connect line so far; nil once subscribed
+	sub       *hub.Subscriber
+	readDone  bool // EOF seen: the client half-closed; it may still read
+	restoring bool // the line waits for its match's history to come back from the store
+	restores  int  // how many times it has waited (bounded: an eviction could race the restore)
 
 	wmu           sync.Mutex
 	wake          chan struct{} // made on the first EAGAIN: the poller signals "writable"
@@ -43,7 +46,7 @@ type conn struct {
 // away. A half-close (EOF) is not leaving: `nc -q` and shell pipes close their sending side and still
 // read, so such a client stays subscribed until a write fails or its match ends.
 func (c *conn) readable(hangup bool) {
-	if c.readDone && !hangup {
+	if (c.readDone || c.restoring) && !hangup {
 		return
 	}
 	var scratch [256]byte
@@ -113,9 +116,13 @@ func (c *conn) handshake(eof bool) bool {
 			c.handshaking = false // the sweeper skips it now
 			c.mu.Unlock()
 			var sub *hub.Subscriber
-			if sub, err = c.srv.reg.Subscribe(c, req, time.Now()); err == nil {
+			if sub, err = c.srv.subscribe(c, req, time.Now()); err == nil {
 				c.sub, c.buf = sub, nil
 				return false // keep draining: whatever else it sent is ignored
+			}
+			if errors.Is(err, live.ErrNotInMemory) && c.restores < 3 {
+				c.srv.restoreThenHandshake(c, req.Match)
+				return true
 			}
 			if errors.Is(err, live.ErrHandingOver) {
 				// Keep the line: the successor (or this process, if the hand-over fails) answers it.

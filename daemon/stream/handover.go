@@ -57,7 +57,7 @@ func (s *Server) Handover(ctx context.Context) (conns []handover.Conn, release f
 			rec := conns[handed+i]
 			c.reattach()
 			if rec.Match != "" {
-				sub, err := s.reg.Resume(c, rec.Match, rec.Version, rec.Seq)
+				sub, err := s.resume(c, rec.Match, rec.Version, rec.Seq)
 				if err != nil {
 					c.Close()
 					continue
@@ -68,7 +68,7 @@ func (s *Server) Handover(ctx context.Context) (conns []handover.Conn, release f
 			s.hsMu.Lock()
 			s.hs = append(s.hs, pending{c, now.Add(s.cfg.HandshakeTimeout)})
 			s.hsMu.Unlock()
-			if len(c.buf) > 0 {
+			if len(c.buf) > 0 && !c.restoring {
 				c.handshake(false) // the line may be complete: answer it now
 			}
 		}
@@ -129,7 +129,7 @@ func (s *Server) Adopt(conns []handover.Conn, ports []*listen.Port) (resumed, cl
 		c := &conn{fd: rec.FD, srv: s, port: port, poller: pl}
 		port.Conns.Add(1)
 		if rec.Match != "" {
-			sub, err := s.reg.Resume(c, rec.Match, rec.Version, rec.Seq)
+			sub, err := s.resume(c, rec.Match, rec.Version, rec.Seq)
 			if err != nil {
 				s.log.Warn("handed-over client closed", "match", rec.Match, "err", err)
 				c.Close()

@@ -69,6 +69,9 @@ type Server struct {
 	closed    atomic.Bool
 	wg        sync.WaitGroup
 	stop      chan struct{}
+	// ctx ends at Shutdown: store reads made for clients (restoring an evicted match) give up.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	// Refused counts handshakes answered with ERROR:, by protocol error code (fixed keys).
 	Refused map[string]*atomic.Int64
@@ -80,6 +83,7 @@ type Server struct {
 func New(cfg Config, reg *live.Registry, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, reg: reg, log: log, stop: make(chan struct{}), accepting: []*waiter{},
 		Refused: map[string]*atomic.Int64{}, limit: newLimiter(cfg.ConnRate, cfg.ConnBurst)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, code := range []string{protocol.CodeNotFound, protocol.CodeBadRequest, protocol.CodeUnsupportedVersion,
 		protocol.CodeLineTooLong, protocol.CodeTimeout, protocol.CodeRateLimited} {
 		s.Refused[code] = new(atomic.Int64)
@@ -260,6 +264,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	close(s.stop)
+	s.cancel()
 	s.StopAccepting()
 	for _, p := range s.pollers {
 		for _, c := range p.all() {
@@ -302,7 +307,12 @@ func (s *Server) AttachSSE(fd int, port *listen.Port, id string, after uint64, r
 	pl := s.nextPoller()
 	c := &conn{fd: fd, srv: s, port: port, poller: pl}
 	port.Conns.Add(1)
-	sub, err := s.reg.SubscribeSSE(c, id, after, resume, head)
+	// Called on an API goroutine, so an evicted match is restored here; a resume past the end
+	// (a browser that has every event of a match still live) gets the status instead.
+	ctx, cancel := context.WithTimeout(s.ctx, restoreTimeout)
+	defer cancel()
+	sub, err := s.reg.SubscribeRestoring(ctx, c, id, protocol.VersionSSE,
+		live.Join{Head: head, Resume: resume, After: after, StatusPastEnd: true})
 	if err != nil {
 		if errors.Is(err, live.ErrHandingOver) {
 			// A hand-over is under way: answer with the head alone, whose retry: field has the

@@ -22,6 +22,7 @@ import (
 	"matchstream/daemon/live"
 	"matchstream/daemon/match"
 	"matchstream/daemon/protocol"
+	"matchstream/daemon/store"
 	"matchstream/daemon/store/bolt"
 )
 
@@ -33,11 +34,18 @@ func testServer(t *testing.T, cfg Config) (*Server, *live.Registry, *listen.Port
 
 func testServerHub(t *testing.T, cfg Config, hubc hub.Config) (*Server, *live.Registry, *listen.Port) {
 	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), time.Second)
+	return testServerStore(t, cfg, hubc, func(s store.Store) store.Store { return s })
+}
+
+// testServerStore is testServerHub with the store wrapped (a store that stalls, say).
+func testServerStore(t *testing.T, cfg Config, hubc hub.Config, wrap func(store.Store) store.Store) (*Server, *live.Registry, *listen.Port) {
+	t.Helper()
+	b, err := bolt.Open(filepath.Join(t.TempDir(), "db"), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	t.Cleanup(func() { b.Close() })
+	st := wrap(b)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg, err := live.Open(context.Background(), st, live.Config{Hub: hubc}, log)
 	if err != nil {

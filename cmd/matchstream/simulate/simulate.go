@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"matchstream/daemon/api"
-	"matchstream/daemon/live"
 	"matchstream/daemon/match"
 	"matchstream/daemon/protocol"
 )
@@ -269,7 +268,7 @@ func v2Match(hc *http.Client, base *url.URL, users []*user) (string, error) {
 			continue
 		}
 		home, visit := v1Field(fr[0], "home"), v1Field(fr[0], "visit")
-		var list []live.Summary
+		var list []api.Summary
 		if err := getJSON(hc, base.String()+"/matches", &list); err != nil {
 			return "", err
 		}
