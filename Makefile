@@ -16,7 +16,7 @@ NFPM     := bin/nfpm
 NFPM_VERSION := v2.44.0
 DEB      := matchstream_$(VERSION)_amd64.deb
 
-.PHONY: stress-restart soak build run test test-deps vet unit fuzz-smoke fuzz bench lint clean deb rpm test-deb test-browser
+.PHONY: bench-binary stress-restart soak build run test test-deps vet unit fuzz-smoke fuzz bench lint clean deb rpm test-deb test-browser
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/matchstream
@@ -49,10 +49,12 @@ test-deps:
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags browser ./cmd/matchstream
+	$(GO) vet -tags baselines ./cmd/...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 unit:
 	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -tags baselines ./cmd/matchstream/bench
 
 # A failing input is saved under testdata/fuzz/ and then fails the rerun's seed-corpus pass; a run
 # that failed without one (the fuzz engine's own worker trouble on a loaded machine) passes on rerun.
@@ -94,9 +96,13 @@ stress-restart:
 	  echo "stress-restart: run $$i of $(RUNS): $$(grep -- '^--- PASS' /tmp/matchstream-stress.log)"; \
 	done
 
-bench: build
+# The shipped binary has no baseline servers and no MQTT client; this one has (-tags baselines).
+bench-binary:
+	CGO_ENABLED=0 $(GO) build -trimpath -tags baselines -ldflags '$(LDFLAGS)' -o bin/matchstream-bench ./cmd/matchstream
+
+bench: bench-binary
 	$(GO) test -run '^$$' -bench . -benchmem ./daemon/...
-	$(BIN) bench --spawn -n 2000 -c 500 --events 5 --baseline floor,naive
+	bin/matchstream-bench bench --spawn -n 2000 -c 500 --events 5 --baseline floor,naive
 
 # nfpm is built from the Go module proxy at a pinned version (never a downloaded binary).
 $(NFPM):

@@ -119,6 +119,9 @@ func runBench(c *cli.Context) error {
 		switch b = strings.TrimSpace(b); b {
 		case "":
 		case "floor", "naive", "mosquitto":
+			if !bench.Baselines {
+				return usageErr(fmt.Errorf("--baseline %s: %w", b, bench.ErrNoBaselines), "")
+			}
 			cfg.Baselines = append(cfg.Baselines, b)
 		default:
 			return usageErr(fmt.Errorf("unknown baseline %q: want floor, naive or mosquitto", b), "")

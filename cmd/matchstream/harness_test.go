@@ -30,7 +30,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "matchstream")
-	build := exec.Command("go", "build", "-race", "-o", binary, ".")
+	// With the bench baselines: TestBenchSpawn runs them beside the daemon.
+	build := exec.Command("go", "build", "-race", "-tags", "baselines", "-o", binary, ".")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build:", err)

@@ -2,127 +2,18 @@ package bench
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
-// Baseline servers, run as a child process (`matchstream bench-baseline`) so their memory is
-// measured apart from the bench's clients:
-//   - floor: accepts connections and, for each event, writes it to every socket in one plain loop of
-//     write(2) calls. Nothing can fan out faster on this kernel.
-//   - naive: the goroutine-per-connection server most Go code starts as: each connection has a
-//     goroutine blocked reading and a goroutine writing what a channel brings.
-// Control protocol on stdin: "EVENT [match]\n" writes one stamped event to every connection (naive:
-// of that match, from the connect lines) and answers
-// "DONE <ns>\n" on stdout; "COUNT\n" answers "COUNT <accepted>\n"; EOF stops the server.
-
-// ServeBaseline runs a baseline server on addr; it prints "LISTEN <addr>" first.
-func ServeBaseline(kind, addr string, in io.Reader, out io.Writer) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	defer ln.Close()
-	var mu sync.Mutex
-	var fds []int                        // floor: raw fds
-	var chans []chan []byte              // naive: one channel per connection
-	groups := map[string][]chan []byte{} // naive: the channels of each match (from the connect line)
-	var keep []net.Conn                  // keeps accepted connections referenced
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			keep = append(keep, c)
-			switch kind {
-			case "floor":
-				raw, _ := c.(*net.TCPConn).SyscallConn()
-				raw.Control(func(fd uintptr) { fds = append(fds, int(fd)) })
-			default:
-				ch := make(chan []byte, 16)
-				go func() { // reader: blocked in Read, as a naive server is
-					r := bufio.NewReader(c)
-					line, err := r.ReadString('\n')
-					id := ""
-					if _, after, ok := strings.Cut(line, ":MATCH:"); ok {
-						id, _, _ = strings.Cut(strings.TrimRight(after, "\r\n"), ":")
-					}
-					mu.Lock()
-					chans = append(chans, ch)
-					groups[id] = append(groups[id], ch)
-					mu.Unlock()
-					for err == nil {
-						_, err = r.ReadString('\n')
-					}
-				}()
-				go func() { // writer
-					for b := range ch {
-						if _, err := c.Write(b); err != nil {
-							return
-						}
-					}
-				}()
-			}
-			mu.Unlock()
-		}
-	}()
-	fmt.Fprintf(out, "LISTEN %s\n", ln.Addr())
-	sc := bufio.NewScanner(in)
-	for sc.Scan() {
-		switch strings.TrimSpace(sc.Text()) {
-		case "COUNT":
-			mu.Lock()
-			n := len(keep)
-			if kind != "floor" {
-				n = len(chans) // subscribed: its connect line was read
-			}
-			fmt.Fprintf(out, "COUNT %d\n", n)
-			mu.Unlock()
-			continue
-		}
-		cmd, group, _ := strings.Cut(strings.TrimSpace(sc.Text()), " ")
-		if cmd != "EVENT" {
-			continue
-		}
-		frame := []byte(`{"kind":"comment","comment":"` + stampPrefix + strconv.FormatInt(time.Now().UnixNano(), 10) + `"}` + "\n")
-		t0 := time.Now()
-		mu.Lock()
-		if kind == "floor" {
-			for _, fd := range fds {
-				for {
-					_, err := unix.Write(fd, frame)
-					if err != unix.EINTR && err != unix.EAGAIN {
-						break
-					}
-				}
-			}
-		} else {
-			targets := chans
-			if group != "" {
-				targets = groups[group] // mixed load: one match's subscribers
-			}
-			for _, ch := range targets {
-				select {
-				case ch <- frame:
-				default: // a naive server without a policy would block here; count it as dropped
-				}
-			}
-		}
-		mu.Unlock()
-		fmt.Fprintf(out, "DONE %d\n", time.Since(t0).Nanoseconds())
-	}
-	return sc.Err()
-}
+// ErrNoBaselines refuses --baseline in a binary built without them, and says how to get one.
+var ErrNoBaselines = errors.New("this matchstream was built without the bench baselines: `make bench-binary` builds bin/matchstream-bench with them (go build -tags baselines)")
 
 // baselineProc is a running baseline server.
 type baselineProc struct {

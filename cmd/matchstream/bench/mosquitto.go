@@ -1,3 +1,5 @@
+//go:build baselines
+
 package bench
 
 import (
