@@ -41,10 +41,23 @@ type Config struct {
 	// MaxClockSkew is how far ahead of this server's clock a posted event may be stamped.
 	MaxClockSkew time.Duration
 
+	// Systemd is what the service manager passed this process, read from the environment once by
+	// the CLI; zero outside systemd.
+	Systemd Systemd
+
 	Listen listen.Config
 	Stream stream.Config
 	Hub    hub.Config
 	API    api.Config
+}
+
+// Systemd is this process's side of sd_notify(3) and the watchdog.
+type Systemd struct {
+	NotifySocket string        // NOTIFY_SOCKET: "" outside systemd
+	Watchdog     time.Duration // WatchdogSec= for this process; 0: no watchdog
+	// Successor: started by a predecessor's SIGUSR2 hand-over, whose socket NotifySocket is; it
+	// waits for READY=1 only and is forgotten after it.
+	Successor bool
 }
 
 // Default is the configuration of a single node out of the box (DESIGN.md §6).

@@ -2,16 +2,20 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 
+	sdaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
 
 	"matchstream/daemon"
+	"matchstream/daemon/handover"
 	"matchstream/daemon/listen"
 )
 
@@ -114,13 +118,60 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			if err := daemon.Run(ctx, cfg, log); err != nil {
+			cfg.Systemd, cfg.Listen.Inherited, cfg.Listen.Activated = systemdFromEnv()
+			if err := serve(cfg, log); err != nil {
 				return failure(err, "")
 			}
 			return nil
 		},
+	}
+}
+
+// systemdFromEnv reads, once, what systemd (or a predecessor handing over) passed this process:
+// the notify socket, the watchdog interval and the inherited descriptors. The activation variables
+// are unset; nothing below the CLI reads the environment.
+func systemdFromEnv() (daemon.Systemd, []*os.File, bool) {
+	sd := daemon.Systemd{NotifySocket: os.Getenv("NOTIFY_SOCKET"), Successor: os.Getenv(handover.EnvSuccessor) != ""}
+	if d, err := sdaemon.SdWatchdogEnabled(false); err == nil {
+		sd.Watchdog = d
+	}
+	files, activated := listen.Activation()
+	return sd, files, activated
+}
+
+// serve runs the daemon until a signal stops it. The signals are mapped here and nowhere else:
+// SIGINT and SIGTERM shut it down (with --keep-clients under systemd, into the fd store), SIGUSR2
+// hands the clients to a successor process.
+func serve(cfg daemon.Config, log *slog.Logger) error {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+	srv, err := daemon.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		srv.Shutdown(context.Background())
+		return err
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- srv.Wait() }()
+	for {
+		select {
+		case err := <-stopped:
+			return err
+		case sig := <-sigs:
+			if sig != syscall.SIGUSR2 {
+				return srv.Shutdown(context.Background())
+			}
+			if err := srv.HandOver(); errors.Is(err, daemon.ErrUnderSystemd) {
+				log.Warn("SIGUSR2 ignored: " + err.Error())
+			} else if err != nil {
+				log.Error("hand-over failed: this process goes on serving", "err", err)
+			}
+		}
 	}
 }
 

@@ -110,7 +110,7 @@ func TestUnpackRefusesOtherData(t *testing.T) {
 	}
 }
 
-// TestStore sends the parcel to a fake NOTIFY_SOCKET and checks the message and descriptor.
+// TestStore sends the parcel to a fake notify socket and checks the message and descriptor.
 func TestStore(t *testing.T) {
 	addr := t.TempDir() + "/notify"
 	sock, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
@@ -125,8 +125,7 @@ func TestStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("NOTIFY_SOCKET", addr)
-	if ok, err := Store(parcel); !ok || err != nil {
+	if ok, err := (Notifier{Socket: addr}).Store(parcel); !ok || err != nil {
 		t.Fatalf("Store: %v, %v", ok, err)
 	}
 	parcel.Close()
@@ -147,8 +146,7 @@ func TestStore(t *testing.T) {
 	if err != nil || len(conns) != 0 {
 		t.Fatalf("stored parcel: %v, %v", conns, err)
 	}
-	t.Setenv("NOTIFY_SOCKET", "")
-	if ok, err := Store(parcel); ok || err != nil {
+	if ok, err := (Notifier{}).Store(parcel); ok || err != nil {
 		t.Fatalf("without NOTIFY_SOCKET: %v, %v", ok, err)
 	}
 }

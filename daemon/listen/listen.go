@@ -36,6 +36,10 @@ type Config struct {
 	Backlog int      // listen(2) backlog for self-bound sockets (capped by net.core.somaxconn)
 	// SomaxconnPath is read to tell the operator when the kernel caps the backlog.
 	SomaxconnPath string
+	// Activated: the process was socket-activated (LISTEN_FDS was set); Inherited are the
+	// descriptors it was passed, named. The CLI reads them from the environment once.
+	Activated bool
+	Inherited []*os.File
 }
 
 // ParseRange expands "host:first-last" (or "host:port") into one address per port.
@@ -91,11 +95,10 @@ type Set struct {
 	Parcel *os.File
 }
 
-// Open takes the listeners from socket activation when LISTEN_FDS is set for this process, or
-// binds them. It reads the activation environment exactly once (go-systemd unsets it).
+// Open takes the listeners from the inherited descriptors of socket activation, or binds them.
 func Open(cfg Config, log *slog.Logger) (*Set, error) {
-	if os.Getenv("LISTEN_FDS") != "" {
-		return fromActivation(log)
+	if cfg.Activated {
+		return fromActivation(cfg.Inherited, log)
 	}
 	s := &Set{}
 	ok := false
@@ -124,8 +127,17 @@ func Open(cfg Config, log *slog.Logger) (*Set, error) {
 	return s, nil
 }
 
-func fromActivation(log *slog.Logger) (*Set, error) {
-	files := activation.Files(true)
+// Activation returns the descriptors systemd (or a predecessor) passed this process, and whether
+// it was socket-activated at all; it unsets the environment that named them, so it runs once, in
+// the CLI.
+func Activation() (files []*os.File, activated bool) {
+	if os.Getenv("LISTEN_FDS") == "" {
+		return nil, false
+	}
+	return activation.Files(true), true
+}
+
+func fromActivation(files []*os.File, log *slog.Logger) (*Set, error) {
 	s := &Set{Activated: true}
 	for _, f := range files {
 		if f.Name() == handover.FDName {

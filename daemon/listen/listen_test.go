@@ -55,7 +55,6 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 // holder is another matchstream: with SO_REUSEPORT on both, the kernel split clients and posts
 // between two daemons that knew nothing of each other.
 func TestOpenSelfBound(t *testing.T) {
-	t.Setenv("LISTEN_FDS", "")
 	ln, err := listen.Bind("127.0.0.1:0", 16)
 	if err != nil {
 		t.Fatal(err)

@@ -214,40 +214,6 @@ func receiveAll(sock int) ([]int, error) {
 	}
 }
 
-// Store gives the parcel to systemd's fd store (the service needs FileDescriptorStoreMax= ≥ 1),
-// which hands it to the next start of the service. FDPOLL=0: systemd would otherwise drop the
-// parcel at once, as its sending end is closed (POLLHUP). go-systemd cannot send descriptors, so
-// this is the sd_notify datagram by hand. It returns false, nil when not run by systemd.
-func Store(parcel *os.File) (bool, error) {
-	addr := os.Getenv("NOTIFY_SOCKET")
-	if addr == "" {
-		return false, nil
-	}
-	if addr[0] == '@' {
-		addr = "\x00" + addr[1:] // abstract socket
-	}
-	sock, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return false, fmt.Errorf("fd store: %w", err)
-	}
-	defer unix.Close(sock)
-	rc, err := parcel.SyscallConn()
-	if err != nil {
-		return false, fmt.Errorf("fd store: %w", err)
-	}
-	msg := []byte("FDSTORE=1\nFDNAME=" + FDName + "\nFDPOLL=0")
-	cerr := rc.Control(func(fd uintptr) {
-		err = unix.Sendmsg(sock, msg, unix.UnixRights(int(fd)), &unix.SockaddrUnix{Name: addr}, 0)
-	})
-	if err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return false, fmt.Errorf("fd store: send to %s: %w", os.Getenv("NOTIFY_SOCKET"), err)
-	}
-	return true, nil
-}
-
 // Unstored is the message that takes the parcel out of systemd's fd store once it was unpacked,
 // so a later stop and start does not find it again.
 const Unstored = "FDSTOREREMOVE=1\nFDNAME=" + FDName
