@@ -305,6 +305,7 @@ func (s *Server) stop(ctx context.Context, cause error, keep bool) {
 			s.log.Warn("client connections still open at shutdown timeout", "err", err)
 		}
 		s.serving.Wait()
+		s.reg.Stats.WaitFlushes() // every connection is closed: their writers are finishing
 		s.st.Close()
 	})
 }

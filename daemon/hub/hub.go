@@ -70,7 +70,14 @@ type Stats struct {
 	// Latency observes seconds from an event's post reaching the daemon to its write to a socket;
 	// QueueDepth observes a subscriber's backlog (frames) each time a batch reaches it. Either may be nil.
 	Latency, QueueDepth Observer
+
+	// flushes are the flush goroutines writing queued frames, so a shutdown can wait for them.
+	flushes sync.WaitGroup
 }
+
+// WaitFlushes waits until no flush goroutine of any hub sharing st is running. Called once no
+// frame can be queued any more (the daemon's shutdown, after every connection is closed).
+func (st *Stats) WaitFlushes() { st.flushes.Wait() }
 
 // count adds delta subscribers of a version to the gauges.
 func (st *Stats) count(version int, delta int64) {
@@ -351,7 +358,7 @@ func (s *Subscriber) deliver(frames [][]byte, last, limited bool, posted time.Ti
 		s.writing = true
 		s.mu.Unlock()
 		if start {
-			go s.flush()
+			s.hub.stats.flushes.Go(s.flush)
 		}
 		return true
 	}
@@ -380,7 +387,7 @@ func (s *Subscriber) deliver(frames [][]byte, last, limited bool, posted time.Ti
 	}
 	if len(s.queue) > 0 && !s.closed {
 		s.mu.Unlock()
-		go s.flush() // the socket is full: wait for it off the broadcaster's path
+		s.hub.stats.flushes.Go(s.flush) // the socket is full: wait for it off the broadcaster's path
 		return true
 	}
 	s.writing = false
