@@ -17,6 +17,7 @@ import (
 // systemd-socket-activate plays systemd's part: it holds the sockets and passes LISTEN_FDS,
 // LISTEN_FDNAMES and LISTEN_PID as PID 1 would.
 func TestSocketActivation(t *testing.T) {
+	t.Parallel()
 	sa, err := exec.LookPath("systemd-socket-activate")
 	if err != nil {
 		t.Fatal("systemd-socket-activate is needed (Debian package systemd): ", err)

@@ -12,6 +12,7 @@ import (
 // A short bench against a spawned daemon and both baselines: every client gets every event, and
 // the JSON and HTML reports carry every server's figures.
 func TestBenchSpawn(t *testing.T) {
+	t.Parallel()
 	report := filepath.Join(t.TempDir(), "report.html")
 	out := run(t, 0, "bench", "--spawn", "-n", "200", "-c", "100", "--events", "3", "--interval", "10ms",
 		"--baseline", "floor,naive", "--json", "--report", report)
@@ -45,6 +46,7 @@ func TestBenchSpawn(t *testing.T) {
 
 // Past --per-process clients, bench spreads them over worker processes and still sees every event.
 func TestBenchWorkers(t *testing.T) {
+	t.Parallel()
 	out := run(t, 0, "bench", "--spawn", "-n", "250", "-c", "50", "--events", "2", "--interval", "10ms", "--per-process", "100", "--json")
 	var res struct {
 		Runs []struct {
@@ -60,6 +62,7 @@ func TestBenchWorkers(t *testing.T) {
 // bench --transport tcp,sse measures TCP clients and then browsers' transport, Server-Sent Events,
 // in one command; with workers, they speak SSE too.
 func TestBenchSSE(t *testing.T) {
+	t.Parallel()
 	out := run(t, 0, "bench", "--spawn", "-n", "150", "-c", "50", "--events", "2", "--interval", "10ms",
 		"--transport", "tcp,sse", "--per-process", "100", "--json")
 	var res struct {
@@ -82,6 +85,7 @@ func TestBenchSSE(t *testing.T) {
 
 // top --once against a live daemon shows the match, its subscribers and the ports.
 func TestTopOnce(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t, filepath.Join(t.TempDir(), "state"))
 	run(t, 0, "watcher", "--api", d.apiURL(), "--token", d.token(), "--speed", "0", "-q", writeFile(t, t.TempDir(), "s.jsonl", mustLines(t)[:3]))
 	c := dial(t, d.stream[0], "VERSION:1:CONNECT:me:MATCH:"+sampleID+"\r\n", true)

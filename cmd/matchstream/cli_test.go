@@ -17,6 +17,7 @@ import (
 // The CLI's contract with operators and scripts: one clear line on stderr, a hint where one helps,
 // and the named exit code.
 func TestCLIErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	badConf := filepath.Join(dir, "bad.toml")
 	os.WriteFile(badConf, []byte("api = \"127.0.0.1:8888\"\nstreem = \"127.0.0.1:9000-9001\"\n"), 0o644)
@@ -31,6 +32,10 @@ func TestCLIErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
+	// The daemons that must fail before serving get a port no other test uses: they bind it first,
+	// and a fixed one (port 1) was seen listening by the socket activation test running beside.
+	_, spare := freePorts(t, 1)
+	unused := fmt.Sprintf("127.0.0.1:%d", spare[0])
 	// A listener without SO_REUSEPORT: our bind of the same port must fail.
 	busyAddr := busy.Addr().String()
 
@@ -66,13 +71,13 @@ func TestCLIErrors(t *testing.T) {
 		{"missing named config", 2, []string{"no such file"}, []string{"serve", "--config", filepath.Join(dir, "absent.toml"), "--check"}},
 		{"config file read", 0, []string{"configuration OK", "stream 4 ports 127.0.0.1:7000..127.0.0.1:7003", "backlog 1024"}, []string{"serve", "--config", goodConf, "--check"}},
 		{"flag beats config", 0, []string{"backlog 77"}, []string{"serve", "--config", goodConf, "--check", "--backlog", "77"}},
-		{"redis down", 1, []string{"store redis://127.0.0.1:1/0", "redis does not answer"}, []string{"serve", "--config", "/dev/null", "--state-dir", state, "--store", "redis://127.0.0.1:1/0", "--api", "127.0.0.1:0", "--stream", "127.0.0.1:1"}},
+		{"redis down", 1, []string{"store redis://127.0.0.1:1/0", "redis does not answer"}, []string{"serve", "--config", "/dev/null", "--state-dir", state, "--store", "redis://127.0.0.1:1/0", "--api", "127.0.0.1:0", "--stream", unused}},
 		{"unknown store", 2, []string{"scheme must be bolt://"}, []string{"serve", "--config", "/dev/null", "--check", "--store", "mysql://x"}},
 		{"port taken", 1, []string{"listen " + busyAddr, "is in use by pid " + strconv.Itoa(os.Getpid())}, []string{"serve", "--config", "/dev/null", "--state-dir", state, "--api", "127.0.0.1:0", "--stream", busyAddr}},
 		{"damaged store", 1, []string{"store " + damaged + " is damaged", "restore it from a backup", "mv " + damaged},
-			[]string{"serve", "--config", "/dev/null", "--state-dir", state, "--store", "bolt://" + damaged, "--api", "127.0.0.1:0", "--stream", "127.0.0.1:1"}},
+			[]string{"serve", "--config", "/dev/null", "--state-dir", state, "--store", "bolt://" + damaged, "--api", "127.0.0.1:0", "--stream", unused}},
 		{"empty store", 1, []string{"store " + empty + " is damaged (the file is empty)", "restore it from a backup"},
-			[]string{"serve", "--config", "/dev/null", "--state-dir", state, "--store", "bolt://" + empty, "--api", "127.0.0.1:0", "--stream", "127.0.0.1:1"}},
+			[]string{"serve", "--config", "/dev/null", "--state-dir", state, "--store", "bolt://" + empty, "--api", "127.0.0.1:0", "--stream", unused}},
 		{"watcher without file", 2, []string{"exactly one match FILE"}, []string{"watcher", "--token", "x"}},
 		{"watcher bad file", 2, []string{"line 1", "unknown field"}, []string{"watcher", "--token", "x", garbage}},
 		{"watcher no token", 2, []string{"no watcher token", "hint: pass --token"}, []string{"watcher", "--token-file", filepath.Join(dir, "none"), garbage}},
@@ -117,6 +122,7 @@ func TestCLIEnv(t *testing.T) {
 // A second daemon on ports a running one holds refuses to start, naming the port and the pid,
 // for the stream ports and for the API port alike; the first goes on serving alone.
 func TestSecondDaemonRefused(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	first := startDaemon(t, filepath.Join(dir, "first"))
 	pid := first.cmd.Process.Pid

@@ -16,6 +16,7 @@ import (
 // On this machine (open files capped at 20,000 per process) a million connections cannot be carried:
 // doctor exits 3 and says how to fix the limit.
 func TestDoctorOnThisHost(t *testing.T) {
+	t.Parallel()
 	api, stream := freePorts(t, 2)
 	args := []string{"doctor", "--config", "/dev/null", "--state-dir", filepath.Join(t.TempDir(), "s"),
 		"--api", fmt.Sprintf("127.0.0.1:%d", api), "--stream", fmt.Sprintf("127.0.0.1:%d-%d", stream[0], stream[1]),
@@ -48,6 +49,7 @@ func TestDoctorOnThisHost(t *testing.T) {
 
 // install into a directory: files written, a second run is a no-op, uninstall empties it again.
 func TestInstallCommand(t *testing.T) {
+	t.Parallel()
 	root := t.TempDir()
 	args := []string{"install", "--config", "/dev/null", "--root", root, "--target-connections", "100000"}
 	out := run(t, 0, args...)
@@ -71,6 +73,7 @@ func TestInstallCommand(t *testing.T) {
 
 // install on the live root as a non-root user stops with the fix, before touching anything.
 func TestInstallRefusesNonRoot(t *testing.T) {
+	t.Parallel()
 	args := []string{"install", "--config", "/dev/null"}
 	if os.Geteuid() != 0 {
 		out := run(t, exitUsage, args...)

@@ -177,6 +177,7 @@ func checkV3(t *testing.T, name string, got []byte, v3 [][]byte, statusSeq int, 
 }
 
 func TestEndToEnd(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	d := startDaemon(t, filepath.Join(dir, "state"), "--client-queue", "512", "--handshake-timeout", "1s", "--write-timeout", "10s")
 	lines, v3 := sampleLines(t)
@@ -291,6 +292,7 @@ func TestEndToEnd(t *testing.T) {
 // A client that stops reading is cut when its queue fills, and the others on the same match get
 // everything without waiting for it: a TCP client and a browser's event stream alike.
 func TestStalledClientIsCut(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t, filepath.Join(t.TempDir(), "state"), "--client-queue", "512", "--write-timeout", "20s", "--send-buffer", "16384")
 	const id = "fla-flu-2011-09-11"
 	at := time.Date(2011, 9, 11, 18, 0, 0, 0, time.UTC)
@@ -393,6 +395,7 @@ func TestStalledClientIsCut(t *testing.T) {
 // Stop the daemon mid-match and start it again on the same store: the match continues where it was
 // and a v3 client resuming with FROM gets every event exactly once.
 func TestRestartResume(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
 	d := startDaemon(t, state)
@@ -428,6 +431,7 @@ func TestRestartResume(t *testing.T) {
 // On the Redis store, a second node (another process, another state dir) takes over a match the
 // first one served: it loads it from Redis, and a v3 client resuming with FROM misses nothing.
 func TestRedisStoreTakeover(t *testing.T) {
+	t.Parallel()
 	url := storetest.RedisServer(t)
 	dir := t.TempDir()
 	lines, v3 := sampleLines(t)
@@ -452,6 +456,7 @@ func TestRedisStoreTakeover(t *testing.T) {
 // Three nodes on one Redis: the watcher posts to node 1 only; clients of nodes 2 and 3, v1 and v3,
 // get the whole match in order, from the follow of the match's stream.
 func TestThreeNodes(t *testing.T) {
+	t.Parallel()
 	url := storetest.RedisServer(t)
 	dir := t.TempDir()
 	lines, v3 := sampleLines(t)
@@ -483,6 +488,7 @@ func TestThreeNodes(t *testing.T) {
 // retried, and once Redis is back every client has every event exactly once. Then node A is killed
 // with -9: its v3 clients reconnect to node B with FROM and miss nothing.
 func TestRedisOutageAndNodeKill(t *testing.T) {
+	t.Parallel()
 	rd := storetest.StartRedis(t)
 	dir := t.TempDir()
 	lines, v3 := sampleLines(t)
@@ -569,6 +575,7 @@ func TestRedisOutageAndNodeKill(t *testing.T) {
 // With a shared store, /connect on any node answers with the least-loaded stream port of the
 // whole cluster, so no load balancer is needed in front of the stream ports.
 func TestConnectAcrossNodes(t *testing.T) {
+	t.Parallel()
 	url := storetest.RedisServer(t)
 	dir := t.TempDir()
 	lines, _ := sampleLines(t)
@@ -597,6 +604,7 @@ func TestConnectAcrossNodes(t *testing.T) {
 // kill -9 right after the API acknowledged events loses none of them: the store commits before the
 // 2xx. After the restart the match goes on from where it was.
 func TestCrashLosesNothingAcknowledged(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
 	lines, v3 := sampleLines(t)
@@ -619,6 +627,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 // With --conn-rate, one address opening connections too fast gets ERROR: rate_limited for the
 // excess, counted in /metrics; the others are served.
 func TestConnRateLimit(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t, filepath.Join(t.TempDir(), "state"), "--conn-rate", "1", "--conn-burst", "3")
 	limited, served := 0, 0
 	for range 10 {

@@ -241,6 +241,7 @@ func (w *watchers) check(t *testing.T, v3 [][]byte) {
 // clients and 100 Server-Sent Events clients watching and more connecting during the restarts: no connect is refused, no client is
 // dropped, and every client gets every event exactly once, in order.
 func TestRestartKeepsClients(t *testing.T) {
+	t.Parallel() // it passed 20 runs in a row beside two busy loops (make stress-restart): load is its point
 	dir := t.TempDir()
 	h := newFakeSystemd(t, filepath.Join(dir, "state"), "--keep-clients")
 	t.Cleanup(func() {
@@ -378,6 +379,7 @@ func (d *loggedDaemon) kickOff(t *testing.T, dir string, n int) (lines []string,
 // Outside systemd, SIGUSR2 starts a successor which takes the listeners and every client: the old
 // process exits, the clients notice nothing, and posts go on through the successor.
 func TestHandoverOnSIGUSR2(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	d := startLoggedDaemon(t, binary, dir)
 	if got := d.pid(); got != d.cmd.Process.Pid {
@@ -419,6 +421,7 @@ func TestHandoverOnSIGUSR2(t *testing.T) {
 // leaves the old process serving: it takes its store and clients back, keeps streaming to them,
 // and accepts new ones.
 func TestHandoverFailureKeepsServing(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	exe := filepath.Join(dir, "matchstream")
 	b, err := os.ReadFile(binary)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -24,6 +25,14 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	// These tests wait on processes, sockets and timers far more than they compute: four at a time
+	// rather than one per core, unless -parallel was given.
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		flag.Set("test.parallel", "4")
+	}
 	dir, err := os.MkdirTemp("", "matchstream-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -42,11 +51,29 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// handedOut are the ports freePorts gave to a test of this run: the tests run in parallel, and a
+// port one test checked free must not be given to another before its daemon binds it.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
 // freePorts finds n consecutive free loopback ports (for a --stream range) plus one for the API.
+// They are below the kernel's ephemeral range (32768 and up by default), so no client socket of a
+// parallel test takes one between the check and the daemon's bind.
 func freePorts(t *testing.T, n int) (api int, stream []int) {
 	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
 	for range 100 {
-		base := 20000 + rand.IntN(30000)
+		base := 10000 + rand.IntN(22000-n)
+		taken := false
+		for p := base; p <= base+n; p++ {
+			taken = taken || handedOut.ports[p]
+		}
+		if taken {
+			continue
+		}
 		var lns []net.Listener
 		ok := true
 		for p := base; p <= base+n; p++ {
@@ -61,8 +88,11 @@ func freePorts(t *testing.T, n int) (api int, stream []int) {
 			ln.Close()
 		}
 		if ok {
-			for p := base + 1; p <= base+n; p++ {
-				stream = append(stream, p)
+			for p := base; p <= base+n; p++ {
+				handedOut.ports[p] = true
+				if p > base {
+					stream = append(stream, p)
+				}
 			}
 			return base, stream
 		}

@@ -71,6 +71,7 @@ func checkSSE(t *testing.T, name string, events []sseEvent, v3 [][]byte, after i
 // Last-Event-ID that gets exactly what was missed, heartbeats, 204 once everything was seen, CORS,
 // the metrics that count them, and a long-poll that waits for the next event or its timeout.
 func TestServerSentEventsAndLongPoll(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	d := startDaemon(t, filepath.Join(dir, "state"), "--sse-heartbeat", "200ms")
 	lines, v3 := sampleLines(t)

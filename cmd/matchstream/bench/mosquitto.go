@@ -110,3 +110,12 @@ func runMosquitto(ctx context.Context, cfg *Config) (*Figures, error) {
 	}
 	return measureWith(ctx, cfg, "mosquitto", []string{addr}, cmd.Process.Pid, mqttSubscribeLine, &fl, settled, event)
 }
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}

@@ -3,9 +3,11 @@ package storetest
 import (
 	"bufio"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -32,12 +34,7 @@ func StartRedis(t testing.TB) *Redis {
 	if err != nil {
 		t.Fatal("redis-server is needed: sudo apt-get install redis-server (make test installs it when run as root)")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := redisPort(t)
 	r := &Redis{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), t: t, bin: bin, port: port, dir: t.TempDir()}
 	r.Start()
 	t.Cleanup(r.Stop)
@@ -79,4 +76,34 @@ func (r *Redis) Stop() {
 		r.cmd.Wait()
 		r.cmd = nil
 	}
+}
+
+// redisPorts are the ports this process's Redis servers were given.
+var redisPorts = struct {
+	sync.Mutex
+	used map[int]bool
+}{used: map[int]bool{}}
+
+// redisPort picks a free port for a Redis below the kernel's ephemeral range (32768 and up by
+// default) and below the range the e2e tests give daemons (10000-32000): a test that stops and
+// restarts its Redis on the same port must not find it taken by another test's client socket.
+func redisPort(t testing.TB) int {
+	t.Helper()
+	redisPorts.Lock()
+	defer redisPorts.Unlock()
+	for range 100 {
+		p := 5000 + rand.IntN(5000)
+		if redisPorts.used[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		redisPorts.used[p] = true
+		return p
+	}
+	t.Fatal("no free port for redis")
+	return 0
 }
