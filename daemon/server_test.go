@@ -249,3 +249,58 @@ func TestServerKeepsClientsInFDStore(t *testing.T) {
 		}
 	}
 }
+
+// Stop the Server mid-match and start another on the same state directory: the match continues
+// where it was, a v3 client told of the shutdown resumes with FROM and, over both connections,
+// has every event exactly once.
+func TestServerRestartResume(t *testing.T) {
+	cfg := testConfig(t)
+	s := startServer(t, cfg)
+	const id = "elp-tig-2011-09-10"
+	b, err := os.ReadFile(filepath.Join("..", "testdata", "matches", "elp-tig-2011-09-10.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	post(t, s, id, "["+strings.Join(lines[:15], ",")+"]")
+	_, streams := s.Addrs()
+	c := dial(t, streams[0], "VERSION:3:CONNECT:r:MATCH:"+id+":FROM:0")
+	var got []string
+	for {
+		line, err := c.ReadString('\n')
+		if err != nil {
+			break
+		}
+		got = append(got, line)
+		if len(got) == 15 {
+			if err := s.Shutdown(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(got) != 16 || !strings.Contains(got[15], `"kind":"shutdown"`) {
+		t.Fatalf("before the restart: %d lines, last %q; want 15 events and the shutdown notice", len(got), got[len(got)-1])
+	}
+
+	s2 := startServer(t, cfg) // new ports, the same store
+	_, streams = s2.Addrs()
+	c2 := dial(t, streams[1], "VERSION:3:CONNECT:r:MATCH:"+id+":FROM:15")
+	waitFor(t, "the resumed subscriber", func() bool { return s2.reg.Stats.Subscribers.Load() == 1 })
+	post(t, s2, id, "["+strings.Join(lines[15:], ",")+"]")
+	all := got[:15]
+	for {
+		line, err := c2.ReadString('\n')
+		if err != nil {
+			break
+		}
+		all = append(all, line)
+	}
+	if len(all) != len(lines) {
+		t.Fatalf("across the restart: %d events, want %d", len(all), len(lines))
+	}
+	for i, line := range all {
+		if !strings.Contains(line, `"seq":`+strconv.Itoa(i+1)+`,`) {
+			t.Fatalf("event %d: %q", i+1, line)
+		}
+	}
+}

@@ -390,42 +390,6 @@ func TestStalledClientIsCut(t *testing.T) {
 	}
 }
 
-// Stop the daemon mid-match and start it again on the same store: the match continues where it was
-// and a v3 client resuming with FROM gets every event exactly once.
-func TestRestartResume(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	state := filepath.Join(dir, "state")
-	d := startDaemon(t, state)
-	lines, v3 := sampleLines(t)
-	first := writeFile(t, dir, "first.jsonl", lines[:15])
-	rest := writeFile(t, dir, "rest.jsonl", lines[15:])
-	run(t, 0, "watcher", "--api", d.apiURL(), "--token", d.token(), "--speed", "0", "-q", first)
-
-	c := dial(t, d.stream[0], "VERSION:3:CONNECT:r:MATCH:"+sampleID+":FROM:0\r\n", true)
-	waitUntil(t, "1 subscriber", 30*time.Second, func() bool { return d.subscribers(sampleID) == 1 })
-	d.stop()
-	got := c.wait(t) // the daemon told it and closed it on shutdown
-	notice := protocol.ShutdownNotice().V3
-	if want := append(bytes.Join(v3[:15], nil), notice...); !bytes.Equal(got, want) {
-		t.Fatalf("before the restart got\n%s\nwant\n%s", got, want)
-	}
-	got = bytes.TrimSuffix(got, notice)
-
-	d.start() // same ports, same state dir
-	var events []json.RawMessage
-	if d.getJSON("/matches/"+sampleID+"/events", &events); len(events) != 15 {
-		t.Fatalf("after restart the store has %d events, want 15", len(events))
-	}
-	c2 := dial(t, d.stream[1], "VERSION:3:CONNECT:r:MATCH:"+sampleID+":FROM:15\r\n", true)
-	waitUntil(t, "1 subscriber", 30*time.Second, func() bool { return d.subscribers(sampleID) == 1 })
-	run(t, 0, "watcher", "--api", d.apiURL(), "--token", d.token(), "--speed", "0", "-q", "--match", sampleID, rest)
-	all := append(got, c2.wait(t)...)
-	if want := bytes.Join(v3, nil); !bytes.Equal(all, want) {
-		t.Fatalf("across the restart got\n%s\nwant\n%s", all, want)
-	}
-}
-
 // kill -9 right after the API acknowledged events loses none of them: the store commits before the
 // 2xx. After the restart the match goes on from where it was.
 func TestCrashLosesNothingAcknowledged(t *testing.T) {
