@@ -13,6 +13,13 @@
 // Linux refuses an exec whose single environment string passes 128 KiB (MAX_ARG_STRLEN). With
 // names of 30 bytes that is about 4,000 connections; the service would then fail to start at all.
 // The parcel's size is bounded only by kernel memory.
+//
+// The vocabulary: a hand-over gives the clients (and, to a successor, the listeners) to the next
+// process; the parcel carries them; the successor is a process this one starts (SIGUSR2); the fd
+// store is systemd's, which keeps the parcel across `systemctl restart`. Files: parcel.go (Pack,
+// Unpack), systemd.go (sd_notify and the fd store), successor.go (Spawn), release.go (a bolt store
+// given up for the successor), give.go (the steps: Give, ToSystemd, ToSuccessor). The stream layer
+// is the Source: it freezes, detaches and adopts connections (daemon/stream/handover.go).
 package handover
 
 import (

@@ -20,10 +20,9 @@ var ErrNotInMemory = errors.New("history not in memory")
 
 // PastEndError refuses a join that resumes after a seq the match has not reached.
 type PastEndError struct {
-	Match    string
-	After    uint64
-	Last     uint64
-	Resuming bool
+	Match string
+	After uint64
+	Last  uint64
 }
 
 func (e *PastEndError) Error() string {

@@ -57,6 +57,8 @@ func (s *Server) Handover(ctx context.Context) (conns []handover.Conn, release f
 			rec := conns[handed+i]
 			c.reattach()
 			if rec.Match != "" {
+				// The pollers are paused: a match evicted meanwhile is read back here, after a
+				// hand-over that failed only.
 				sub, err := s.resume(c, rec.Match, rec.Version, rec.Seq)
 				if err != nil {
 					c.Close()
