@@ -115,7 +115,7 @@ func TestSocketActivation(t *testing.T) {
 	d := &daemonProc{t: t, stateDir: filepath.Join(dir, "state"), apiPort: api, stream: stream}
 	run(t, 0, "watcher", "--api", d.apiURL(), "--token", d.token(), "--speed", "0", "-q", sampleJSONL)
 	for _, p := range stream {
-		got := dial(t, p, "VERSION:3:CONNECT:me:MATCH:"+sampleID+"\r\n", true).wait(t)
+		got := dial(t, p, "VERSION:3:CONNECT:me:MATCH:"+sampleID+"\r\n", true).Wait(t)
 		if !strings.Contains(string(got), `"kind":"status"`) || !strings.Contains(string(got), `"seq":31`) {
 			t.Fatalf("stream port %d: %s", p, got)
 		}

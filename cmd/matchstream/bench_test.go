@@ -96,7 +96,7 @@ func TestTopOnce(t *testing.T) {
 			t.Errorf("top --once lacks %q:\n%s", w, out)
 		}
 	}
-	c.conn.Close()
+	c.Conn.Close()
 }
 
 func mustLines(t *testing.T) []string {

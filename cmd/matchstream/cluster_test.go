@@ -29,13 +29,13 @@ func TestRedisStoreTakeover(t *testing.T) {
 	c := dial(t, a.stream[0], "VERSION:3:CONNECT:r:MATCH:"+sampleID+":FROM:0\r\n", true)
 	waitUntil(t, "1 subscriber", 30*time.Second, func() bool { return a.subscribers(sampleID) == 1 })
 	a.stop()
-	got := bytes.TrimSuffix(c.wait(t), protocol.ShutdownNotice().V3)
+	got := bytes.TrimSuffix(c.Wait(t), protocol.ShutdownNotice().V3)
 
 	b := startDaemon(t, filepath.Join(dir, "b"), "--store", url, "--watcher-token", "tok")
 	c2 := dial(t, b.stream[0], "VERSION:3:CONNECT:r:MATCH:"+sampleID+":FROM:12\r\n", true)
 	waitUntil(t, "1 subscriber", 30*time.Second, func() bool { return b.subscribers(sampleID) == 1 })
 	run(t, 0, "watcher", "--api", b.apiURL(), "--token", "tok", "--speed", "0", "-q", "--match", sampleID, rest)
-	if all, want := append(got, c2.wait(t)...), bytes.Join(v3, nil); !bytes.Equal(all, want) {
+	if all, want := append(got, c2.Wait(t)...), bytes.Join(v3, nil); !bytes.Equal(all, want) {
 		t.Fatalf("across the nodes got\n%s\nwant\n%s", all, want)
 	}
 }
@@ -64,10 +64,10 @@ func TestThreeNodes(t *testing.T) {
 	run(t, 0, "watcher", "--api", nodes[0].apiURL(), "--token", "tok", "--speed", "0", "-q", "--match", sampleID,
 		writeFile(t, dir, "rest.jsonl", lines[1:]))
 	for i, c := range v1s {
-		checkV1(t, fmt.Sprintf("v1 user %d on node %d", i, 2+i/5), c.wait(t), "home_score: 0\n", 2)
+		checkV1(t, fmt.Sprintf("v1 user %d on node %d", i, 2+i/5), c.Wait(t), "home_score: 0\n", 2)
 	}
 	for i, c := range v3s {
-		checkV3(t, fmt.Sprintf("v3 user %d on node %d", i, 2+i/5), c.wait(t), v3, 1, false)
+		checkV3(t, fmt.Sprintf("v3 user %d on node %d", i, 2+i/5), c.Wait(t), v3, 1, false)
 	}
 }
 
@@ -134,7 +134,7 @@ func TestRedisOutageAndNodeKill(t *testing.T) {
 	a.kill()
 	var resumed [][]byte
 	for i, c := range onA {
-		got := c.wait(t)
+		got := c.Wait(t)
 		got = got[:bytes.LastIndexByte(got, '\n')+1] // complete lines only
 		lines := bytes.Split(bytes.TrimSpace(got), []byte("\n"))
 		var last struct {
@@ -147,15 +147,15 @@ func TestRedisOutageAndNodeKill(t *testing.T) {
 	waitUntil(t, "A's clients on B", 20*time.Second, func() bool { return b.subscribers(sampleID) == 15 })
 	post(b, 20, len(lines))
 	for i, c := range onA {
-		if all, want := append(resumed[i], c.wait(t)...), bytes.Join(v3, nil); !bytes.Equal(all, want) {
+		if all, want := append(resumed[i], c.Wait(t)...), bytes.Join(v3, nil); !bytes.Equal(all, want) {
 			t.Fatalf("client of the killed node %d got\n%s\nwant\n%s", i, all, want)
 		}
 	}
 	for i, c := range onB1 {
-		checkV1(t, fmt.Sprintf("v1 user %d on B", i), c.wait(t), "home_score: 0\n", 2)
+		checkV1(t, fmt.Sprintf("v1 user %d on B", i), c.Wait(t), "home_score: 0\n", 2)
 	}
 	for i, c := range onB3 {
-		checkV3(t, fmt.Sprintf("v3 user %d on B", i), c.wait(t), v3, 1, false)
+		checkV3(t, fmt.Sprintf("v3 user %d on B", i), c.Wait(t), v3, 1, false)
 	}
 }
 

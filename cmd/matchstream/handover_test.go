@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"matchstream/daemon/daemontest"
 )
 
 // fakeSystemd plays PID 1's part for one service, as far as the daemon can tell: it holds the
@@ -190,9 +192,7 @@ func (w *watchers) open(t *testing.T, port int, request string, list *[]*rawClie
 	}
 	t.Cleanup(func() { c.Close() })
 	c.Write([]byte(request))
-	rc := &rawClient{conn: c, done: make(chan struct{})}
-	go rc.readAll()
-	*list = append(*list, rc)
+	*list = append(*list, daemontest.Read(c))
 }
 
 // connectSSE opens an event stream on the API port.
@@ -214,21 +214,21 @@ func (w *watchers) connect(t *testing.T, port int, v3 bool, i int) {
 func (w *watchers) check(t *testing.T, v3 [][]byte) {
 	t.Helper()
 	for i, c := range w.v3 {
-		got := c.wait(t)
+		got := c.Wait(t)
 		var st struct {
 			Seq int `json:"seq"`
 		}
 		first, _, _ := bytes.Cut(got, []byte("\n"))
 		if err := json.Unmarshal(first, &st); err != nil {
-			t.Fatalf("v3 client %d (%s): first line %q", i, c.conn.LocalAddr(), first)
+			t.Fatalf("v3 client %d (%s): first line %q", i, c.Conn.LocalAddr(), first)
 		}
 		checkV3(t, fmt.Sprintf("v3 client %d", i), got, v3, st.Seq, false)
 	}
 	for i, c := range w.v1 {
-		checkV1(t, fmt.Sprintf("v1 client %d", i), c.wait(t), "", 2)
+		checkV1(t, fmt.Sprintf("v1 client %d", i), c.Wait(t), "", 2)
 	}
 	for i, c := range w.sse {
-		_, events, _ := parseSSE(t, c.wait(t))
+		_, events, _ := parseSSE(t, c.Wait(t))
 		if len(events) == 0 || events[0].event != "status" {
 			t.Fatalf("SSE client %d: no status first: %+v", i, events)
 		}
@@ -408,10 +408,10 @@ func TestHandoverOnSIGUSR2(t *testing.T) {
 	if !strings.Contains(d.logText(), "hand-over: the successor serves now") {
 		t.Fatalf("no hand-over in the log:\n%s", d.logText())
 	}
-	half.conn.Write([]byte("TCH:" + sampleID + ":FROM:20\r\n"))
+	half.Conn.Write([]byte("TCH:" + sampleID + ":FROM:20\r\n"))
 	d.post(t, dir, "part2.jsonl", lines[20:])
 	w.check(t, v3)
-	if got, want := half.wait(t), bytes.Join(v3[20:], nil); !bytes.Equal(got, want) {
+	if got, want := half.Wait(t), bytes.Join(v3[20:], nil); !bytes.Equal(got, want) {
 		t.Fatalf("the client that was mid-handshake got\n%s\nwant\n%s", got, want)
 	}
 	syscall.Kill(successor, syscall.SIGTERM)

@@ -88,7 +88,7 @@ func TestServerSentEventsAndLongPoll(t *testing.T) {
 		return d.metrics()[`matchstream_subscribers_by_protocol{protocol="sse"}`] == 3
 	})
 	// head 8 lines, retry 2, status 4: a heartbeat makes 16.
-	waitUntil(t, "a heartbeat", 20*time.Second, func() bool { return fresh.lines.Load() >= 16 })
+	waitUntil(t, "a heartbeat", 20*time.Second, func() bool { return fresh.Lines.Load() >= 16 })
 
 	// A long-poll with nothing new waits for its timeout and returns no event.
 	t0 := time.Now()
@@ -133,7 +133,7 @@ func TestServerSentEventsAndLongPoll(t *testing.T) {
 	}
 
 	// The streams end with the match; check them whole.
-	head, events, comments := parseSSE(t, fresh.wait(t))
+	head, events, comments := parseSSE(t, fresh.Wait(t))
 	for _, h := range []string{"HTTP/1.1 200 OK", "Content-Type: text/event-stream", "Access-Control-Allow-Origin: *", "Cache-Control: no-cache"} {
 		if !strings.Contains(head, h) {
 			t.Fatalf("SSE head lacks %q:\n%s", h, head)
@@ -146,9 +146,9 @@ func TestServerSentEventsAndLongPoll(t *testing.T) {
 		t.Fatalf("first event is not the status at seq 10: %+v", events[0])
 	}
 	checkSSE(t, "fresh", events[1:], v3, 10)
-	_, events, _ = parseSSE(t, resumed.wait(t))
+	_, events, _ = parseSSE(t, resumed.Wait(t))
 	checkSSE(t, "Last-Event-ID: 5", events, v3, 5)
-	_, events, _ = parseSSE(t, query.wait(t))
+	_, events, _ = parseSSE(t, query.Wait(t))
 	checkSSE(t, "?last_event_id=0", events, v3, 0)
 
 	// A browser that has the last event of a finished match is told to stop reconnecting.
