@@ -18,6 +18,7 @@ import (
 // and a user after the end gets the status and a close. (The binary's TestEndToEnd runs the
 // watcher and the user simulator against a real process.)
 func TestServerEndToEnd(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t)
 	cfg.Listen.Stream = []string{"127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"}
 	cfg.Hub.QueueLimit, cfg.Hub.WriteTimeout = 512, 10*time.Second

@@ -111,6 +111,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // A whole match through a Server in-process: every stream port serves, a v3 client gets every
 // event once in order, a v1 client gets the shutdown notice, and after Shutdown the ports are shut.
 func TestServerLifecycle(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, testConfig(t))
 	api, streams := s.Addrs()
 	if len(streams) != 2 || api == nil {
@@ -202,6 +203,7 @@ func (n *notifySocket) next(t *testing.T, prefix string) (string, []int) {
 // then one parcel holding every subscriber with its match and last seq, then STOPPING=1; the
 // clients get no byte of a shutdown notice. The watchdog is pinged while the probe passes.
 func TestServerKeepsClientsInFDStore(t *testing.T) {
+	t.Parallel()
 	ns := newNotifySocket(t)
 	cfg := testConfig(t)
 	cfg.KeepClients = true
@@ -254,6 +256,7 @@ func TestServerKeepsClientsInFDStore(t *testing.T) {
 // where it was, a v3 client told of the shutdown resumes with FROM and, over both connections,
 // has every event exactly once.
 func TestServerRestartResume(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t)
 	s := startServer(t, cfg)
 	const id = "elp-tig-2011-09-10"

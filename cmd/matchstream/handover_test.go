@@ -228,12 +228,12 @@ func (w *watchers) check(t *testing.T, v3 [][]byte) {
 		checkV1(t, fmt.Sprintf("v1 client %d", i), c.Wait(t), "", 2)
 	}
 	for i, c := range w.sse {
-		_, events, _ := parseSSE(t, c.Wait(t))
-		if len(events) == 0 || events[0].event != "status" {
+		_, events, _ := daemontest.ParseSSE(t, c.Wait(t))
+		if len(events) == 0 || events[0].Event != "status" {
 			t.Fatalf("SSE client %d: no status first: %+v", i, events)
 		}
-		after, _ := strconv.Atoi(events[0].id)
-		checkSSE(t, fmt.Sprintf("SSE client %d", i), events[1:], v3, after)
+		after, _ := strconv.Atoi(events[0].ID)
+		daemontest.CheckSSE(t, fmt.Sprintf("SSE client %d", i), events[1:], v3, after)
 	}
 }
 

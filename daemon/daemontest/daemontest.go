@@ -198,3 +198,57 @@ func Metrics(body []byte) map[string]float64 {
 	}
 	return out
 }
+
+// SSEEvent is one parsed Server-Sent Event.
+type SSEEvent struct{ ID, Event, Data string }
+
+// ParseSSE splits an event-stream response into its head and events; comments (heartbeats) are
+// counted apart.
+func ParseSSE(t *testing.T, raw []byte) (head string, events []SSEEvent, comments int) {
+	t.Helper()
+	h, body, ok := bytes.Cut(raw, []byte("\r\n\r\n"))
+	if !ok {
+		t.Fatalf("no HTTP head in %q", raw)
+	}
+	for _, block := range strings.Split(string(body), "\n\n") {
+		var e SSEEvent
+		for _, line := range strings.Split(block, "\n") {
+			k, v, _ := strings.Cut(line, ": ")
+			switch {
+			case line == "":
+			case strings.HasPrefix(line, ":"):
+				comments++
+			case k == "id":
+				e.ID = v
+			case k == "event":
+				e.Event = v
+			case k == "data":
+				e.Data = v
+			case k == "retry":
+			default:
+				t.Fatalf("unexpected SSE line %q", line)
+			}
+		}
+		if e.Event != "" {
+			events = append(events, e)
+		}
+	}
+	return string(h), events, comments
+}
+
+// CheckSSE asserts events are exactly the match's events with seq > after, as SSE: id = seq,
+// event = kind, data = the v3 line.
+func CheckSSE(t *testing.T, name string, events []SSEEvent, v3 [][]byte, after int) {
+	t.Helper()
+	want := v3[after:]
+	if len(events) != len(want) {
+		t.Fatalf("%s: %d events, want %d: %+v", name, len(events), len(want), events)
+	}
+	for i, e := range events {
+		seq := after + i + 1
+		if e.ID != strconv.Itoa(seq) || e.Data != strings.TrimSuffix(string(want[i]), "\n") ||
+			!strings.Contains(e.Data, `"kind":"`+e.Event+`"`) {
+			t.Fatalf("%s: event %d is %+v, want id %d and data %s", name, i, e, seq, want[i])
+		}
+	}
+}

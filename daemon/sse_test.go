@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -6,65 +6,49 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"matchstream/daemon/daemontest"
 )
 
-// sseEvent is one parsed Server-Sent Event.
-type sseEvent struct{ id, event, data string }
-
-// parseSSE splits an event-stream response into its head and events; comments (heartbeats) are
-// counted apart.
-func parseSSE(t *testing.T, raw []byte) (head string, events []sseEvent, comments int) {
-	t.Helper()
-	h, body, ok := bytes.Cut(raw, []byte("\r\n\r\n"))
-	if !ok {
-		t.Fatalf("no HTTP head in %q", raw)
-	}
-	for _, block := range strings.Split(string(body), "\n\n") {
-		var e sseEvent
-		for _, line := range strings.Split(block, "\n") {
-			k, v, _ := strings.Cut(line, ": ")
-			switch {
-			case line == "":
-			case strings.HasPrefix(line, ":"):
-				comments++
-			case k == "id":
-				e.id = v
-			case k == "event":
-				e.event = v
-			case k == "data":
-				e.data = v
-			case k == "retry":
-			default:
-				t.Fatalf("unexpected SSE line %q", line)
-			}
-		}
-		if e.event != "" {
-			events = append(events, e)
-		}
-	}
-	return string(h), events, comments
+// apiClient reads a Server's API the way the binary tests read a daemon's.
+type apiClient struct {
+	t *testing.T
+	s *Server
 }
 
-// checkSSE asserts events are exactly the match's events with seq > after, as SSE: id = seq,
-// event = kind, data = the v3 line.
-func checkSSE(t *testing.T, name string, events []sseEvent, v3 [][]byte, after int) {
-	t.Helper()
-	want := v3[after:]
-	if len(events) != len(want) {
-		t.Fatalf("%s: %d events, want %d: %+v", name, len(events), len(want), events)
+func (d *apiClient) addr() string { a, _ := d.s.Addrs(); return a.String() }
+
+func (d *apiClient) url(path string) string { return d.s.testURL(path) }
+
+func (d *apiClient) getJSON(path string, v any) int {
+	d.t.Helper()
+	resp, err := http.Get(d.url(path))
+	if err != nil {
+		d.t.Fatal(err)
 	}
-	for i, e := range events {
-		seq := after + i + 1
-		if e.id != strconv.Itoa(seq) || e.data != strings.TrimSuffix(string(want[i]), "\n") ||
-			!strings.Contains(e.data, `"kind":"`+e.event+`"`) {
-			t.Fatalf("%s: event %d is %+v, want id %d and data %s", name, i, e, seq, want[i])
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if v != nil && resp.StatusCode == 200 {
+		if err := json.Unmarshal(b, v); err != nil {
+			d.t.Fatalf("GET %s: %v: %s", path, err, b)
 		}
 	}
+	return resp.StatusCode
+}
+
+func (d *apiClient) metrics() map[string]float64 {
+	d.t.Helper()
+	resp, err := http.Get(d.url("/metrics"))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return daemontest.Metrics(b)
 }
 
 // Browsers over Server-Sent Events and long-poll: the framing, the status first, a resume with
@@ -72,23 +56,25 @@ func checkSSE(t *testing.T, name string, events []sseEvent, v3 [][]byte, after i
 // the metrics that count them, and a long-poll that waits for the next event or its timeout.
 func TestServerSentEventsAndLongPoll(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	d := startDaemon(t, filepath.Join(dir, "state"), "--sse-heartbeat", "200ms")
-	lines, v3 := sampleLines(t)
-	run(t, 0, "watcher", "--api", d.apiURL(), "--token", d.token(), "--speed", "0", "-q",
-		writeFile(t, dir, "first.jsonl", lines[:10]))
+	cfg := testConfig(t)
+	cfg.SSEHeartbeat = 200 * time.Millisecond
+	s := startServer(t, cfg)
+	d := &apiClient{t: t, s: s}
+	sampleID := daemontest.SampleID
+	lines, v3 := daemontest.SampleLines(t)
+	post(t, s, sampleID, "["+strings.Join(lines[:10], ",")+"]")
 	path := "/matches/" + sampleID + "/stream"
-	get := func(extra string) *rawClient {
-		return dial(t, d.apiPort, "GET "+path+" HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"+extra+"\r\n", true)
+	get := func(extra string) *daemontest.Client {
+		return daemontest.Dial(t, d.addr(), "GET "+path+" HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"+extra+"\r\n", true)
 	}
 	fresh := get("")
 	resumed := get("Last-Event-ID: 5\r\n")
-	query := dial(t, d.apiPort, "GET "+path+"?last_event_id=0 HTTP/1.1\r\nHost: x\r\n\r\n", true)
-	waitUntil(t, "3 SSE subscribers", 20*time.Second, func() bool {
+	query := daemontest.Dial(t, d.addr(), "GET "+path+"?last_event_id=0 HTTP/1.1\r\nHost: x\r\n\r\n", true)
+	waitFor(t, "3 SSE subscribers", func() bool {
 		return d.metrics()[`matchstream_subscribers_by_protocol{protocol="sse"}`] == 3
 	})
 	// head 8 lines, retry 2, status 4: a heartbeat makes 16.
-	waitUntil(t, "a heartbeat", 20*time.Second, func() bool { return fresh.Lines.Load() >= 16 })
+	waitFor(t, "a heartbeat", func() bool { return fresh.Lines.Load() >= 16 })
 
 	// A long-poll with nothing new waits for its timeout and returns no event.
 	t0 := time.Now()
@@ -124,16 +110,15 @@ func TestServerSentEventsAndLongPoll(t *testing.T) {
 		resp.Body.Close()
 		waiting <- result{b, time.Since(t0)}
 	}()
-	waitUntil(t, "a waiting long-poll", 20*time.Second, func() bool { return d.metrics()["matchstream_longpoll_waiting"] == 1 })
-	run(t, 0, "watcher", "--api", d.apiURL(), "--token", d.token(), "--speed", "0", "-q", "--match", sampleID,
-		writeFile(t, dir, "rest.jsonl", lines[10:]))
+	waitFor(t, "a waiting long-poll", func() bool { return d.metrics()["matchstream_longpoll_waiting"] == 1 })
+	post(t, s, sampleID, "["+strings.Join(lines[10:], ",")+"]")
 	r := <-waiting
 	if r.took == 0 || r.took > 20*time.Second || !bytes.Contains(r.body, []byte(`"seq":11,`)) {
 		t.Fatalf("waiting long-poll: after %s got %s", r.took, r.body)
 	}
 
 	// The streams end with the match; check them whole.
-	head, events, comments := parseSSE(t, fresh.Wait(t))
+	head, events, comments := daemontest.ParseSSE(t, fresh.Wait(t))
 	for _, h := range []string{"HTTP/1.1 200 OK", "Content-Type: text/event-stream", "Access-Control-Allow-Origin: *", "Cache-Control: no-cache"} {
 		if !strings.Contains(head, h) {
 			t.Fatalf("SSE head lacks %q:\n%s", h, head)
@@ -142,14 +127,14 @@ func TestServerSentEventsAndLongPoll(t *testing.T) {
 	if comments == 0 {
 		t.Fatal("no heartbeat comment while the stream was idle")
 	}
-	if events[0].event != "status" || events[0].id != "10" || !strings.Contains(events[0].data, `"seq":10`) {
+	if events[0].Event != "status" || events[0].ID != "10" || !strings.Contains(events[0].Data, `"seq":10`) {
 		t.Fatalf("first event is not the status at seq 10: %+v", events[0])
 	}
-	checkSSE(t, "fresh", events[1:], v3, 10)
-	_, events, _ = parseSSE(t, resumed.Wait(t))
-	checkSSE(t, "Last-Event-ID: 5", events, v3, 5)
-	_, events, _ = parseSSE(t, query.Wait(t))
-	checkSSE(t, "?last_event_id=0", events, v3, 0)
+	daemontest.CheckSSE(t, "fresh", events[1:], v3, 10)
+	_, events, _ = daemontest.ParseSSE(t, resumed.Wait(t))
+	daemontest.CheckSSE(t, "Last-Event-ID: 5", events, v3, 5)
+	_, events, _ = daemontest.ParseSSE(t, query.Wait(t))
+	daemontest.CheckSSE(t, "?last_event_id=0", events, v3, 0)
 
 	// A browser that has the last event of a finished match is told to stop reconnecting.
 	req, _ := http.NewRequest("GET", d.url(path), nil)
