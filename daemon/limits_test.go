@@ -9,9 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,25 +18,13 @@ import (
 	"matchstream/daemon/match"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // A client that stops reading is cut when its queue fills, and the others on the same match get
 // everything without waiting for it: a TCP client and a browser's event stream alike.
 func TestStalledClientIsCut(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
 	cfg.Hub.QueueLimit, cfg.Hub.WriteTimeout, cfg.Stream.SendBuffer = 512, 20*time.Second, 16384
-	log := &syncBuffer{}
+	log := &daemontest.SyncBuffer{}
 	s, err := New(cfg, slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
@@ -61,17 +47,7 @@ func TestStalledClientIsCut(t *testing.T) {
 	post := func(evs []match.Event) {
 		t.Helper()
 		body, _ := json.Marshal(evs)
-		req, _ := http.NewRequest("POST", d.url("/matches/"+id+"/events"), bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer tok")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 201 {
-			t.Fatalf("post: %s: %s", resp.Status, b)
-		}
+		post(t, s, id, string(body))
 	}
 	post([]match.Event{{At: at, Kind: match.KindStart, Home: "fla", Visit: "flu", StartDate: "2011-09-11", HomePlayers: squad(), VisitPlayers: squad()}})
 

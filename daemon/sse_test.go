@@ -26,29 +26,12 @@ func (d *apiClient) url(path string) string { return d.s.testURL(path) }
 
 func (d *apiClient) getJSON(path string, v any) int {
 	d.t.Helper()
-	resp, err := http.Get(d.url(path))
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if v != nil && resp.StatusCode == 200 {
-		if err := json.Unmarshal(b, v); err != nil {
-			d.t.Fatalf("GET %s: %v: %s", path, err, b)
-		}
-	}
-	return resp.StatusCode
+	return daemontest.GetJSON(d.t, d.url(path), v)
 }
 
 func (d *apiClient) metrics() map[string]float64 {
 	d.t.Helper()
-	resp, err := http.Get(d.url("/metrics"))
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return daemontest.Metrics(b)
+	return daemontest.FetchMetrics(d.t, d.url("/metrics"))
 }
 
 // Browsers over Server-Sent Events and long-poll: the framing, the status first, a resume with

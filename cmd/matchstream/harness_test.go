@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -19,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"matchstream/daemon/daemontest"
 )
 
 // The end-to-end tests run the real binary, built once by TestMain, on loopback ports.
@@ -113,17 +112,7 @@ type daemonProc struct {
 	exited   chan struct{}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+type syncBuffer = daemontest.SyncBuffer
 
 func startDaemon(t *testing.T, stateDir string, extra ...string) *daemonProc {
 	t.Helper()
@@ -199,18 +188,7 @@ func (d *daemonProc) token() string {
 
 func (d *daemonProc) getJSON(path string, v any) int {
 	d.t.Helper()
-	resp, err := http.Get(d.url(path))
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if v != nil && resp.StatusCode == 200 {
-		if err := json.Unmarshal(b, v); err != nil {
-			d.t.Fatalf("GET %s: %v: %s", path, err, b)
-		}
-	}
-	return resp.StatusCode
+	return daemontest.GetJSON(d.t, d.url(path), v)
 }
 
 // subscribers is the subscriber count of a match from GET /matches.
@@ -231,24 +209,7 @@ func (d *daemonProc) subscribers(id string) int {
 // metrics reads GET /metrics into name{labels} → value.
 func (d *daemonProc) metrics() map[string]float64 {
 	d.t.Helper()
-	resp, err := http.Get(d.url("/metrics"))
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	out := map[string]float64{}
-	for _, l := range strings.Split(string(b), "\n") {
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(l, ' ')
-		v, err := strconv.ParseFloat(l[i+1:], 64)
-		if err == nil {
-			out[l[:i]] = v
-		}
-	}
-	return out
+	return daemontest.FetchMetrics(d.t, d.url("/metrics"))
 }
 
 // run runs the binary with args and returns its combined output; the test fails unless it exits
