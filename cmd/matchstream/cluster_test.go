@@ -7,69 +7,11 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
-	"matchstream/daemon/protocol"
 	"matchstream/daemon/store/storetest"
 )
-
-// On the Redis store, a second node (another process, another state dir) takes over a match the
-// first one served: it loads it from Redis, and a v3 client resuming with FROM misses nothing.
-func TestRedisStoreTakeover(t *testing.T) {
-	t.Parallel()
-	url := storetest.RedisServer(t)
-	dir := t.TempDir()
-	lines, v3 := sampleLines(t)
-	first := writeFile(t, dir, "first.jsonl", lines[:12])
-	rest := writeFile(t, dir, "rest.jsonl", lines[12:])
-	a := startDaemon(t, filepath.Join(dir, "a"), "--store", url, "--watcher-token", "tok")
-	run(t, 0, "watcher", "--api", a.apiURL(), "--token", "tok", "--speed", "0", "-q", first)
-	c := dial(t, a.stream[0], "VERSION:3:CONNECT:r:MATCH:"+sampleID+":FROM:0\r\n", true)
-	waitUntil(t, "1 subscriber", 30*time.Second, func() bool { return a.subscribers(sampleID) == 1 })
-	a.stop()
-	got := bytes.TrimSuffix(c.Wait(t), protocol.ShutdownNotice().V3)
-
-	b := startDaemon(t, filepath.Join(dir, "b"), "--store", url, "--watcher-token", "tok")
-	c2 := dial(t, b.stream[0], "VERSION:3:CONNECT:r:MATCH:"+sampleID+":FROM:12\r\n", true)
-	waitUntil(t, "1 subscriber", 30*time.Second, func() bool { return b.subscribers(sampleID) == 1 })
-	run(t, 0, "watcher", "--api", b.apiURL(), "--token", "tok", "--speed", "0", "-q", "--match", sampleID, rest)
-	if all, want := append(got, c2.Wait(t)...), bytes.Join(v3, nil); !bytes.Equal(all, want) {
-		t.Fatalf("across the nodes got\n%s\nwant\n%s", all, want)
-	}
-}
-
-// Three nodes on one Redis: the watcher posts to node 1 only; clients of nodes 2 and 3, v1 and v3,
-// get the whole match in order, from the follow of the match's stream.
-func TestThreeNodes(t *testing.T) {
-	t.Parallel()
-	url := storetest.RedisServer(t)
-	dir := t.TempDir()
-	lines, v3 := sampleLines(t)
-	nodes := make([]*daemonProc, 3)
-	for i := range nodes {
-		nodes[i] = startDaemon(t, filepath.Join(dir, fmt.Sprint(i)), "--store", url, "--watcher-token", "tok")
-	}
-	run(t, 0, "watcher", "--api", nodes[0].apiURL(), "--token", "tok", "--speed", "0", "-q", writeFile(t, dir, "start.jsonl", lines[:1]))
-	var v1s, v3s []*rawClient
-	for _, n := range nodes[1:] {
-		waitUntil(t, "the match known on every node", 20*time.Second, func() bool { return n.subscribers(sampleID) == 0 })
-		for i := range 5 {
-			v1s = append(v1s, dial(t, n.stream[i%len(n.stream)], "VERSION:1:CONNECT:u:MATCH:"+sampleID+"\r\n", true))
-			v3s = append(v3s, dial(t, n.stream[i%len(n.stream)], "VERSION:3:CONNECT:u:MATCH:"+sampleID+"\r\n", true))
-		}
-		waitUntil(t, "10 subscribers", 20*time.Second, func() bool { return n.subscribers(sampleID) == 10 })
-	}
-	run(t, 0, "watcher", "--api", nodes[0].apiURL(), "--token", "tok", "--speed", "0", "-q", "--match", sampleID,
-		writeFile(t, dir, "rest.jsonl", lines[1:]))
-	for i, c := range v1s {
-		checkV1(t, fmt.Sprintf("v1 user %d on node %d", i, 2+i/5), c.Wait(t), "home_score: 0\n", 2)
-	}
-	for i, c := range v3s {
-		checkV3(t, fmt.Sprintf("v3 user %d on node %d", i, 2+i/5), c.Wait(t), v3, 1, false)
-	}
-}
 
 // Redis stops for a few seconds mid-match: no client is dropped, the watcher's posts get 503 and are
 // retried, and once Redis is back every client has every event exactly once. Then node A is killed
@@ -159,31 +101,3 @@ func TestRedisOutageAndNodeKill(t *testing.T) {
 	}
 }
 
-// With a shared store, /connect on any node answers with the least-loaded stream port of the
-// whole cluster, so no load balancer is needed in front of the stream ports.
-func TestConnectAcrossNodes(t *testing.T) {
-	t.Parallel()
-	url := storetest.RedisServer(t)
-	dir := t.TempDir()
-	lines, _ := sampleLines(t)
-	a := startDaemon(t, filepath.Join(dir, "a"), "--store", url, "--watcher-token", "tok", "--node-id", "a")
-	b := startDaemon(t, filepath.Join(dir, "b"), "--store", url, "--watcher-token", "tok", "--node-id", "b")
-	run(t, 0, "watcher", "--api", a.apiURL(), "--token", "tok", "--speed", "0", "-q", writeFile(t, dir, "s.jsonl", lines[:1]))
-	for i := range 8 {
-		dial(t, a.stream[i%len(a.stream)], "VERSION:3:CONNECT:u:MATCH:"+sampleID+"\r\n", true)
-	}
-	waitUntil(t, "8 subscribers on A", 20*time.Second, func() bool { return a.subscribers(sampleID) == 8 })
-	var c struct {
-		Host string `json:"host"`
-		Port int    `json:"port"`
-	}
-	waitUntil(t, "A's /connect to send clients to the idle node B", 20*time.Second, func() bool {
-		a.getJSON("/connect?match="+sampleID, &c)
-		return c.Host == "127.0.0.1" && slices.Contains(b.stream, c.Port)
-	})
-	b.stop() // gone from the cluster view at once, not only when its announcement expires
-	waitUntil(t, "A's /connect back to its own ports", 20*time.Second, func() bool {
-		a.getJSON("/connect?match="+sampleID, &c)
-		return slices.Contains(a.stream, c.Port)
-	})
-}

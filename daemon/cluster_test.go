@@ -1,0 +1,134 @@
+package daemon
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+
+	"matchstream/daemon/daemontest"
+	"matchstream/daemon/protocol"
+	"matchstream/daemon/store/storetest"
+)
+
+// Several Servers on one Redis, in one process: the cluster cases that need no process of their
+// own. (A Redis outage and a node killed with -9 run against the binary: TestRedisOutageAndNodeKill.)
+
+func clusterNode(t *testing.T, redisURL, id string) *Server {
+	t.Helper()
+	cfg := testConfig(t)
+	cfg.Store, cfg.NodeID = redisURL, id
+	return startServer(t, cfg)
+}
+
+// subscribersOf is match id's subscriber count on s; -1: s does not know the match.
+func subscribersOf(s *Server, id string) int {
+	for _, m := range s.reg.List() {
+		if m.State.ID == id {
+			return m.Subscribers
+		}
+	}
+	return -1
+}
+
+func portsOf(s *Server) []int {
+	_, streams := s.Addrs()
+	var out []int
+	for _, a := range streams {
+		out = append(out, a.(*net.TCPAddr).Port)
+	}
+	return out
+}
+
+// On the Redis store, a second node takes over a match the first one started: a v3 client that
+// followed node A resumes on node B with FROM and has every event exactly once.
+func TestRedisStoreTakeover(t *testing.T) {
+	t.Parallel()
+	url := storetest.RedisServer(t)
+	id := daemontest.SampleID
+	lines, v3 := daemontest.SampleLines(t)
+	a := clusterNode(t, url, "a")
+	post(t, a, id, "["+strings.Join(lines[:12], ",")+"]")
+	_, streams := a.Addrs()
+	c := daemontest.Dial(t, streams[0].String(), "VERSION:3:CONNECT:r:MATCH:"+id+":FROM:0\r\n", true)
+	waitFor(t, "1 subscriber on A", func() bool { return subscribersOf(a, id) == 1 })
+	if err := a.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	got := bytes.TrimSuffix(c.Wait(t), protocol.ShutdownNotice().V3)
+
+	b := clusterNode(t, url, "b")
+	_, streams = b.Addrs()
+	c2 := daemontest.Dial(t, streams[0].String(), "VERSION:3:CONNECT:r:MATCH:"+id+":FROM:12\r\n", true)
+	waitFor(t, "1 subscriber on B", func() bool { return subscribersOf(b, id) == 1 })
+	post(t, b, id, "["+strings.Join(lines[12:], ",")+"]")
+	if all, want := append(got, c2.Wait(t)...), bytes.Join(v3, nil); !bytes.Equal(all, want) {
+		t.Fatalf("across the nodes got\n%s\nwant\n%s", all, want)
+	}
+}
+
+// Three nodes on one Redis: the watcher posts to node 1 only; clients of nodes 2 and 3, v1 and v3,
+// get the whole match in order, from the follow of the match's stream.
+func TestThreeNodes(t *testing.T) {
+	t.Parallel()
+	url := storetest.RedisServer(t)
+	id := daemontest.SampleID
+	lines, v3 := daemontest.SampleLines(t)
+	nodes := make([]*Server, 3)
+	for i := range nodes {
+		nodes[i] = clusterNode(t, url, fmt.Sprint(i))
+	}
+	post(t, nodes[0], id, lines[0])
+	var v1s, v3s []*daemontest.Client
+	for _, n := range nodes[1:] {
+		waitFor(t, "the match known on every node", func() bool { return subscribersOf(n, id) == 0 })
+		_, streams := n.Addrs()
+		for i := range 5 {
+			addr := streams[i%len(streams)].String()
+			v1s = append(v1s, daemontest.Dial(t, addr, "VERSION:1:CONNECT:u:MATCH:"+id+"\r\n", true))
+			v3s = append(v3s, daemontest.Dial(t, addr, "VERSION:3:CONNECT:u:MATCH:"+id+"\r\n", true))
+		}
+		waitFor(t, "10 subscribers", func() bool { return subscribersOf(n, id) == 10 })
+	}
+	post(t, nodes[0], id, "["+strings.Join(lines[1:], ",")+"]")
+	for i, c := range v1s {
+		daemontest.CheckV1(t, fmt.Sprintf("v1 user %d on node %d", i, 2+i/5), c.Wait(t), "home_score: 0\n", 2)
+	}
+	for i, c := range v3s {
+		daemontest.CheckV3(t, fmt.Sprintf("v3 user %d on node %d", i, 2+i/5), c.Wait(t), v3, 1, false)
+	}
+}
+
+// With a shared store, /connect on any node answers with the least-loaded stream port of the
+// whole cluster, so no load balancer is needed in front of the stream ports.
+func TestConnectAcrossNodes(t *testing.T) {
+	t.Parallel()
+	url := storetest.RedisServer(t)
+	id := daemontest.SampleID
+	lines, _ := daemontest.SampleLines(t)
+	a, b := clusterNode(t, url, "a"), clusterNode(t, url, "b")
+	post(t, a, id, lines[0])
+	_, streams := a.Addrs()
+	for i := range 8 {
+		daemontest.Dial(t, streams[i%len(streams)].String(), "VERSION:3:CONNECT:u:MATCH:"+id+"\r\n", true)
+	}
+	waitFor(t, "8 subscribers on A", func() bool { return subscribersOf(a, id) == 8 })
+	var c struct {
+		Host string `json:"host"`
+		Port int    `json:"port"`
+	}
+	da := &apiClient{t: t, s: a}
+	waitFor(t, "A's /connect to send clients to the idle node B", func() bool {
+		da.getJSON("/connect?match="+id, &c)
+		return c.Host == "127.0.0.1" && slices.Contains(portsOf(b), c.Port)
+	})
+	if err := b.Shutdown(t.Context()); err != nil { // gone from the cluster view at once
+		t.Fatal(err)
+	}
+	waitFor(t, "A's /connect back to its own ports", func() bool {
+		da.getJSON("/connect?match="+id, &c)
+		return slices.Contains(portsOf(a), c.Port)
+	})
+}
