@@ -100,4 +100,3 @@ func TestRedisOutageAndNodeKill(t *testing.T) {
 		checkV3(t, fmt.Sprintf("v3 user %d on B", i), c.Wait(t), v3, 1, false)
 	}
 }
-
