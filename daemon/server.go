@@ -60,7 +60,10 @@ type Server struct {
 	stopOnce sync.Once
 	stopped  chan struct{}
 	err      error // why it stopped; read after stopped is closed
+	// handing is held by a hand-over to a successor; stopping, set under it, refuses new ones, so
+	// a shutdown and a hand-over never overlap.
 	handing  sync.Mutex
+	stopping bool
 }
 
 // New opens the listeners, the watcher token, the store and the live matches; it serves nothing
@@ -145,6 +148,8 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		s.notifier().Notify(handover.Unstored)
 	}
+	// The loops first: once anything serves, a failure may call stop, which cancels them.
+	s.startLoops(ctx)
 	s.serveStreams()
 	s.serving.Add(1)
 	go func() {
@@ -178,7 +183,6 @@ func (s *Server) Start(ctx context.Context) error {
 		s.notify = handover.Notifier{}
 		s.notifyMu.Unlock()
 	}
-	s.startLoops(ctx)
 	return nil
 }
 
@@ -237,14 +241,12 @@ func (s *Server) HandOver() error {
 	return nil
 }
 
-// toSuccessor is HandOver's part that must not overlap a shutdown's hand-over to the fd store.
+// toSuccessor is HandOver's part that must not overlap a shutdown.
 func (s *Server) toSuccessor() error {
 	s.handing.Lock()
 	defer s.handing.Unlock()
-	select {
-	case <-s.stopped:
-		return errors.New("the server has stopped")
-	default:
+	if s.stopping {
+		return errors.New("the server is stopping")
 	}
 	var fds []handover.Inherit
 	for _, p := range s.lns.Stream {
@@ -281,10 +283,11 @@ func (s *Server) stop(ctx context.Context, cause error, keep bool) {
 	s.stopOnce.Do(func() {
 		defer close(s.stopped)
 		s.err = cause
+		s.handing.Lock() // waits for a hand-over in progress to finish
+		s.stopping = true
+		s.handing.Unlock()
 		if keep {
-			s.handing.Lock()
 			handover.ToSystemd(s.streams, s.notifier(), s.drain(), s.log)
-			s.handing.Unlock()
 		}
 		if s.stopLoops != nil {
 			s.stopLoops()

@@ -61,10 +61,10 @@ func (r *Registry) Subscribe(conn hub.Conn, id string, version int, j Join) (*hu
 		resume = false
 	}
 	if resume {
-		if m.evicted {
+		if m.evicted && j.After < m.state.Seq {
 			return nil, ErrNotInMemory
 		}
-		for _, f := range m.frames[min(j.After, uint64(len(m.frames))):] {
+		for _, f := range m.frames[min(j.After, uint64(len(m.frames))):] { // none if evicted
 			first = append(first, f.For(version))
 		}
 	} else {
