@@ -1,12 +1,16 @@
 package daemon
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"matchstream/daemon/daemontest"
 	"matchstream/daemon/protocol"
@@ -131,4 +135,59 @@ func TestConnectAcrossNodes(t *testing.T) {
 		da.getJSON("/connect?match="+id, &c)
 		return slices.Contains(portsOf(a), c.Port)
 	})
+}
+
+// No discovery window: once a start was acknowledged by one node, every other node knows the match
+// at once, for a stream client, the v1 listing, the match's page, /connect and a post, 100 times
+// over. (Followers looked for new matches once a second: for up to a second a client of another
+// node got ERROR: not_found.)
+func TestNoDiscoveryWindow(t *testing.T) {
+	t.Parallel()
+	url := storetest.RedisServer(t)
+	lines, _ := daemontest.SampleLines(t)
+	a, b, c := clusterNode(t, url, "a"), clusterNode(t, url, "b"), clusterNode(t, url, "c")
+	_, bStreams := b.Addrs()
+	db, dc := &apiClient{t: t, s: b}, &apiClient{t: t, s: c}
+	for i := range 100 {
+		home := fmt.Sprintf("h%03d", i)
+		id := home + "-tig-2011-09-10"
+		post(t, a, id, strings.Replace(lines[0], `"home": "elp"`, `"home": "`+home+`"`, 1))
+
+		cl := daemontest.Dial(t, bStreams[i%len(bStreams)].String(), "VERSION:3:CONNECT:u:MATCH:"+id+"\r\n", false)
+		cl.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, err := bufio.NewReader(cl.Conn).ReadString('\n')
+		if err != nil || !strings.Contains(line, `"kind":"status"`) {
+			t.Fatalf("match %d: a client of node B got %q, %v; want the status", i, line, err)
+		}
+		cl.Conn.Close()
+		var ids []string
+		if dc.getJSON("/1/matches", &ids); !slices.Contains(ids, id) {
+			t.Fatalf("match %d: node C's /1/matches is %v", i, ids)
+		}
+		if code := db.getJSON("/matches/"+id, nil); code != 200 {
+			t.Fatalf("match %d: node B's /matches/{id}: %d", i, code)
+		}
+		if code := dc.getJSON("/connect?match="+id, nil); code != 200 {
+			t.Fatalf("match %d: node C's /connect: %d", i, code)
+		}
+	}
+	// A post on a node that has not seen the match yet goes on from the store.
+	const id = "hzzz-tig-2011-09-10"
+	post(t, a, id, strings.Replace(lines[0], `"home": "elp"`, `"home": "hzzz"`, 1))
+	post(t, c, id, lines[1])
+	shutdownAll(t, a, b, c)
+}
+
+// shutdownAll stops servers at once rather than one cleanup after the other: each waits up to
+// a follower's blocking read (2 s) for its loops.
+func shutdownAll(t *testing.T, servers ...*Server) {
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Go(func() {
+			if err := s.Shutdown(context.Background()); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
 }

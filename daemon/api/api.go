@@ -172,6 +172,7 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	case path == "/connect" && get:
 		h.connect(ctx)
 	case path == "/matches" && get:
+		h.discoverAll(ctx)
 		writeJSON(ctx, fasthttp.StatusOK, Summaries(h.reg))
 	case path == "/metrics" && get && h.Metrics != nil:
 		h.Metrics(ctx)
@@ -183,6 +184,7 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 		writeJSON(ctx, fasthttp.StatusOK, queuesOf(h.reg.Longest(k)))
 	case strings.HasPrefix(path, "/matches/"):
 		id, rest, _ := strings.Cut(strings.TrimPrefix(path, "/matches/"), "/")
+		h.discover(ctx, id)
 		switch {
 		case id == "":
 			writeError(ctx, fasthttp.StatusNotFound, "no match id in the path")
@@ -206,6 +208,27 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 		if !get || !h.page(ctx, path) {
 			writeError(ctx, fasthttp.StatusNotFound, "no such path: "+path)
 		}
+	}
+}
+
+// discover reports whether match id exists, reading it from a shared store when this node does
+// not know it yet: no node answers 404 for a match another node has acknowledged. A store that
+// fails leaves the answer to what this node knows.
+func (h *Handler) discover(ctx *fasthttp.RequestCtx, id string) bool {
+	if id == "" {
+		return false
+	}
+	ok, err := h.reg.Discover(ctx, id)
+	if err != nil {
+		h.log.Debug("discovering a match in the store", "match", id, "err", err)
+	}
+	return ok
+}
+
+// discoverAll is discover for the listings: every match the shared store has.
+func (h *Handler) discoverAll(ctx *fasthttp.RequestCtx) {
+	if err := h.reg.DiscoverAll(ctx); err != nil {
+		h.log.Debug("discovering the matches in the store", "err", err)
 	}
 }
 
@@ -275,7 +298,7 @@ func (h *Handler) pick(ctx *fasthttp.RequestCtx) (Connect, int64) {
 
 func (h *Handler) connect(ctx *fasthttp.RequestCtx) {
 	if id := string(ctx.QueryArgs().Peek("match")); id != "" {
-		if _, ok := h.reg.State(id); !ok {
+		if ok := h.discover(ctx, id); !ok {
 			writeError(ctx, fasthttp.StatusNotFound, "match "+id+" not found")
 			return
 		}

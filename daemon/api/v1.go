@@ -39,6 +39,7 @@ func (h *Handler) serveV1(ctx *fasthttp.RequestCtx, rest string) {
 		c, _ := h.pick(ctx)
 		writeJSON(ctx, fasthttp.StatusOK, map[string]int{"port": c.Port})
 	case rest == "matches":
+		h.discoverAll(ctx)
 		ids := []string{}
 		for _, s := range h.reg.List() {
 			ids = append(ids, s.State.ID)
@@ -46,6 +47,7 @@ func (h *Handler) serveV1(ctx *fasthttp.RequestCtx, rest string) {
 		writeJSON(ctx, fasthttp.StatusOK, ids)
 	case strings.HasPrefix(rest, "match/"):
 		id, sub, _ := strings.Cut(strings.TrimPrefix(rest, "match/"), "/")
+		h.discover(ctx, id)
 		switch sub {
 		case "":
 			s, ok := h.reg.State(id)

@@ -15,14 +15,18 @@ import (
 func (r *Registry) Follow(ctx context.Context, f store.Follower, every time.Duration) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	if n, ok := f.(store.Announcer); ok {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.watchNew(ctx, n) }()
+	}
 	following := map[string]bool{}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	ids, err := r.store.Matches(ctx)
+	if err != nil && ctx.Err() == nil {
+		r.log.Warn("store: listing matches", "err", err)
+	}
 	for {
-		ids, err := r.store.Matches(ctx)
-		if err != nil && ctx.Err() == nil {
-			r.log.Warn("store: listing matches", "err", err)
-		}
 		for _, id := range ids {
 			if following[id] {
 				continue
@@ -42,7 +46,41 @@ func (r *Registry) Follow(ctx context.Context, f store.Follower, every time.Dura
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case id := <-r.discovered: // found by a read-through or pushed: follow it now
+			ids = []string{id}
+		case <-t.C: // the scan also catches an id whose push was lost
+			var err error
+			if ids, err = r.store.Matches(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("store: listing matches", "err", err)
+			}
+		}
+	}
+}
+
+// watchNew discovers each match another node starts as soon as its start is stored, from the ids
+// the store pushes.
+func (r *Registry) watchNew(ctx context.Context, n store.Announcer) {
+	cursor := ""
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		// Short blocks: a blocking read is not cut short by ctx, so this bounds the wait at shutdown.
+		ids, next, err := n.NewMatches(ctx, cursor, time.Second)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("store: waiting for new matches", "err", err, "retry_in", backoff)
+			}
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff, cursor = 100*time.Millisecond, next
+		for _, id := range ids {
+			if _, err := r.Discover(ctx, id); err != nil && ctx.Err() == nil {
+				r.log.Warn("store: discovering a new match", "match", id, "err", err)
+			}
 		}
 	}
 }

@@ -61,6 +61,10 @@ type Registry struct {
 	// frozen: a hand-over to a successor process is under way; no post, ingest or subscription
 	// may change a match or write to a client (read under each match's lock).
 	frozen atomic.Bool
+	// shared: other nodes append to the store (it is a store.Follower); discovered takes the ids
+	// Discover found there, for Follow.
+	shared     bool
+	discovered chan string
 }
 
 // Match is one match: its state and history (see the package doc for its two locks).
@@ -88,7 +92,9 @@ type Match struct {
 // Open loads every match from the store and folds its events, so live matches continue after a
 // restart exactly where they were.
 func Open(ctx context.Context, st store.Store, cfg Config, log *slog.Logger) (*Registry, error) {
-	r := &Registry{store: st, hubc: cfg.Hub, ahead: cfg.MaxAhead, log: log, matches: make(map[string]*Match)}
+	r := &Registry{store: st, hubc: cfg.Hub, ahead: cfg.MaxAhead, log: log, matches: make(map[string]*Match),
+		discovered: make(chan string, 64)}
+	_, r.shared = st.(store.Follower)
 	ids, err := st.Matches(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load matches: %w", err)

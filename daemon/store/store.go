@@ -86,6 +86,13 @@ type Follower interface {
 	Follow(ctx context.Context, id string, after uint64, block time.Duration) ([]match.Record, error)
 }
 
+// Announcer is a shared store that pushes the id of each match whose first event was just stored,
+// so other nodes know it at once rather than at their next scan. NewMatches blocks up to block for
+// ids announced after cursor ("" = from now on) and returns them and the cursor to go on from.
+type Announcer interface {
+	NewMatches(ctx context.Context, cursor string, block time.Duration) (ids []string, next string, err error)
+}
+
 // NodeLoad is what a node tells the others about itself: where clients reach it and how loaded
 // each of its stream ports is.
 type NodeLoad struct {

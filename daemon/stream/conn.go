@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -36,6 +37,8 @@ type conn struct {
 	readDone  bool // EOF seen: the client half-closed; it may still read
 	restoring bool // the line waits for its match's history to come back from the store
 	restores  int  // how many times it has waited (bounded: an eviction could race the restore)
+	// discovered: the store was asked once for a match this node did not know.
+	discovered bool
 
 	wmu           sync.Mutex
 	wake          chan struct{} // made on the first EAGAIN: the poller signals "writable"
@@ -120,8 +123,16 @@ func (c *conn) handshake(eof bool) bool {
 				c.sub, c.buf = sub, nil
 				return false // keep draining: whatever else it sent is ignored
 			}
-			if errors.Is(err, live.ErrNotInMemory) && c.restores < 3 {
-				c.srv.restoreThenHandshake(c, req.Match)
+			switch {
+			case errors.Is(err, live.ErrNotInMemory) && c.restores < 3:
+				c.srv.readThenHandshake(c, func(ctx context.Context) error { return c.srv.reg.Restore(ctx, req.Match) })
+				return true
+			case errors.Is(err, errUnknownHere):
+				c.discovered = true // once: then not_found is the answer
+				c.srv.readThenHandshake(c, func(ctx context.Context) error {
+					_, err := c.srv.reg.Discover(ctx, req.Match)
+					return err
+				})
 				return true
 			}
 			if errors.Is(err, live.ErrHandingOver) {

@@ -31,6 +31,8 @@ func (s *Server) subscribe(c *conn, req protocol.Request, now time.Time) (*hub.S
 	sub, err := s.reg.Subscribe(c, id, req.Version, j)
 	var pe *live.PastEndError
 	switch {
+	case errors.Is(err, live.ErrNotFound) && s.reg.Shared() && !c.discovered && req.Version != 2:
+		return nil, errUnknownHere // the store may have it: another node acknowledged it
 	case errors.Is(err, live.ErrNotFound):
 		return nil, &protocol.Error{Code: protocol.CodeNotFound, Detail: id}
 	case errors.As(err, &pe):
@@ -52,19 +54,23 @@ func (s *Server) resume(c *conn, id string, version int, seq uint64) (*hub.Subsc
 	return sub, nil
 }
 
-// restoreThenHandshake serves a connect line that resumes a match whose history left memory: the
-// store is read on a goroutine of its own, never on the poller (every connection of that poller
-// would wait for it), and the line is answered again once the history is back. Meanwhile the
-// poller leaves c alone but for a hang-up; the goroutine then acts as c's poller, under its
-// dispatch lock, so a hand-over sees c either waiting (its line is handed on) or answered.
-func (s *Server) restoreThenHandshake(c *conn, id string) {
+// errUnknownHere: the match is not known on this node, and a shared store may have it.
+var errUnknownHere = errors.New("match unknown on this node")
+
+// readThenHandshake serves a connect line that needs the store first: a match whose history left
+// memory (restore), or one this node does not know yet (discover). The store is read on a
+// goroutine of its own, never on the poller (every connection of that poller would wait for it),
+// and the line is answered again once read. Meanwhile the poller leaves c alone but for a
+// hang-up; the goroutine then acts as c's poller, under its dispatch lock, so a hand-over sees c
+// either waiting (its line is handed on) or answered.
+func (s *Server) readThenHandshake(c *conn, read func(ctx context.Context) error) {
 	c.restoring = true
 	c.restores++
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(s.ctx, restoreTimeout)
-		err := s.reg.Restore(ctx, id)
+		err := read(ctx)
 		cancel()
 		c.poller.dispatch.Lock()
 		defer c.poller.dispatch.Unlock()

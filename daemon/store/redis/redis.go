@@ -24,7 +24,11 @@ import (
 	"matchstream/daemon/store"
 )
 
-const matchesKey = "matchstream:matches"
+const (
+	matchesKey = "matchstream:matches"
+	// newKey is a stream of the ids of matches whose first event was just stored (NewMatches).
+	newKey = "matchstream:new"
+)
 
 func eventsKey(id string) string { return "matchstream:{" + id + "}:events" }
 
@@ -103,7 +107,43 @@ func (s *Store) Append(ctx context.Context, id string, recs []match.Record) erro
 	if err != nil {
 		return fmt.Errorf("append to %s: %w", id, err)
 	}
+	if recs[0].Seq == 1 {
+		// Best effort, after the append: a lost push delays the others' discovery until their next
+		// scan, and a read-through answers any request for the match before that.
+		s.c.XAdd(ctx, &goredis.XAddArgs{Stream: newKey, MaxLen: 10000, Approx: true, Values: []any{"id", id}})
+	}
 	return nil
+}
+
+// NewMatches implements store.Announcer with a blocking XREAD of the new-matches stream.
+func (s *Store) NewMatches(ctx context.Context, cursor string, block time.Duration) ([]string, string, error) {
+	if cursor == "" { // from now on: after the last id announced so far
+		last, err := s.c.XRevRangeN(ctx, newKey, "+", "-", 1).Result()
+		if err != nil {
+			return nil, "", fmt.Errorf("new matches: %w", err)
+		}
+		cursor = "0-0"
+		if len(last) > 0 {
+			cursor = last[0].ID
+		}
+	}
+	res, err := s.c.XRead(ctx, &goredis.XReadArgs{Streams: []string{newKey, cursor}, Block: block, Count: 100}).Result()
+	if errors.Is(err, goredis.Nil) {
+		return nil, cursor, nil
+	}
+	if err != nil {
+		return nil, cursor, fmt.Errorf("new matches: %w", err)
+	}
+	var ids []string
+	for _, st := range res {
+		for _, m := range st.Messages {
+			if id, ok := m.Values["id"].(string); ok {
+				ids = append(ids, id)
+			}
+			cursor = m.ID
+		}
+	}
+	return ids, cursor, nil
 }
 
 // Matches implements store.Store.

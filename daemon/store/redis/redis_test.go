@@ -10,6 +10,9 @@ import (
 	"matchstream/daemon/store"
 	"matchstream/daemon/store/redis"
 	"matchstream/daemon/store/storetest"
+
+	"matchstream/daemon/match"
+	"slices"
 )
 
 func TestConformance(t *testing.T) {
@@ -35,5 +38,45 @@ func TestUnreachable(t *testing.T) {
 	defer cancel()
 	if _, err := redis.Open(ctx, "redis://127.0.0.1:1/0"); err == nil || !strings.Contains(err.Error(), "redis does not answer") {
 		t.Fatalf("Open of a closed port = %v", err)
+	}
+}
+
+// The id of each match whose first event is stored is pushed to every node waiting in NewMatches,
+// from where each one left off; later events of that match are not announced again.
+func TestNewMatchesPushed(t *testing.T) {
+	ctx := context.Background()
+	s, err := redis.Open(ctx, storetest.RedisServer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Append(ctx, "old", []match.Record{{Seq: 1, Event: match.Event{Kind: match.KindComment, Comment: "x"}}}); err != nil {
+		t.Fatal(err)
+	}
+	ids, cursor, err := s.NewMatches(ctx, "", 50*time.Millisecond) // from now on: "old" is before
+	if err != nil || len(ids) != 0 {
+		t.Fatalf("from now on: %v, %v", ids, err)
+	}
+	got := make(chan []string, 1)
+	go func() {
+		ids, _, err := s.NewMatches(ctx, cursor, 5*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- ids
+	}()
+	for seq, id := range []string{"a", "a", "b"} {
+		n := uint64(1)
+		if seq == 1 {
+			n = 2
+		}
+		if err := s.Append(ctx, id, []match.Record{{Seq: n, Event: match.Event{Kind: match.KindComment, Comment: "x"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := <-got // the blocked read returns with what had come by then
+	ids, _, err = s.NewMatches(ctx, cursor, 50*time.Millisecond)
+	if err != nil || !slices.Equal(ids, []string{"a", "b"}) || len(first) == 0 || first[0] != "a" {
+		t.Fatalf("announced %v (the blocked read got %v), %v; want a, b once each", ids, first, err)
 	}
 }
