@@ -32,7 +32,7 @@ func OpenStore(raw string) (store.Store, error) {
 	switch u.Scheme {
 	case "bolt":
 		return bolt.Open(boltPath(u), 5*time.Second)
-	case "redis", "rediss":
+	case "redis", "rediss", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster":
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		return redis.Open(ctx, raw)

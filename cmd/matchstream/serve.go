@@ -47,7 +47,7 @@ func daemonFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "state-dir", Value: defaultStateDir(), EnvVars: env("state-dir"),
 			Usage: "directory for the embedded store and the generated watcher token"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "store", EnvVars: env("store"), DefaultText: "bolt://<state-dir>/matchstream.db",
-			Usage: "store URL: bolt:///path/file.db (embedded, single node) or redis://host:port/db (shared by nodes)"}),
+			Usage: "store URL: bolt:///path/file.db (embedded, single node), or shared by nodes: redis://[user:pass@]host:port/db, rediss:// (TLS), redis+sentinel://host:port/db?master_name=NAME, redis+cluster://host:port"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "node-id", EnvVars: env("node-id"), DefaultText: "this host's name",
 			Usage: "this daemon's name among the nodes sharing a Redis store"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "advertise-host", EnvVars: env("advertise-host"),

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"matchstream/daemon/match"
@@ -52,12 +53,25 @@ func CheckAppend(id string, last uint64, recs []match.Record) error {
 	return nil
 }
 
-// Shown is a store URL with its password hidden, for errors and logs.
+// Shown is a store URL with its passwords hidden (the userinfo's, and a Sentinel URL's password
+// parameters), for errors and logs.
 func Shown(raw string) string {
-	if u, err := url.Parse(raw); err == nil {
-		return u.Redacted()
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable store URL)"
 	}
-	return "(unparsable store URL)"
+	q := u.Query()
+	hidden := false
+	for k := range q {
+		if strings.Contains(strings.ToLower(k), "password") {
+			q.Set(k, "xxxxx")
+			hidden = true
+		}
+	}
+	if hidden {
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
 }
 
 // ParseURL splits a store URL into its scheme and the rest, rejecting what no backend serves.
@@ -71,9 +85,9 @@ func ParseURL(raw string) (*url.URL, error) {
 		if u.Path == "" && u.Opaque == "" {
 			return nil, fmt.Errorf("store URL %q: bolt needs a file path, e.g. bolt:///var/lib/matchstream/matchstream.db", Shown(raw))
 		}
-	case "redis", "rediss":
+	case "redis", "rediss", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster":
 	default:
-		return nil, fmt.Errorf("store URL %q: scheme must be bolt:// (embedded) or redis:// / rediss://", Shown(raw))
+		return nil, fmt.Errorf("store URL %q: scheme must be bolt:// (embedded), redis:// or rediss:// (one server), redis+sentinel:// or redis+cluster://", Shown(raw))
 	}
 	return u, nil
 }

@@ -17,3 +17,23 @@ func TestShownHidesThePassword(t *testing.T) {
 		t.Fatalf("ParseURL error %v", err)
 	}
 }
+
+// A Sentinel URL carries the primary's password as a parameter: hidden too, and the URL is
+// accepted, like each deployment's form.
+func TestShownHidesPasswordParameters(t *testing.T) {
+	raw := "redis+sentinel://sen:hunter2@s1:26379/0?master_name=m&username=app&password=hunter3&sentinel_password=hunter4"
+	got := store.Shown(raw)
+	for _, secret := range []string{"hunter2", "hunter3", "hunter4"} {
+		if strings.Contains(got, secret) {
+			t.Fatalf("Shown(%q) = %q", raw, got)
+		}
+	}
+	if !strings.Contains(got, "master_name=m") {
+		t.Fatalf("Shown lost the rest: %q", got)
+	}
+	for _, ok := range []string{raw, "rediss://h:6379/0", "redis+cluster://c1:7000", "rediss+sentinel://s:26379/0?master_name=m"} {
+		if _, err := store.ParseURL(ok); err != nil {
+			t.Errorf("ParseURL(%s): %v", store.Shown(ok), err)
+		}
+	}
+}

@@ -53,19 +53,16 @@ type Store struct {
 	c goredis.UniversalClient
 }
 
-// Open connects to the Redis a URL names: redis://[:password@]host:port/db (or rediss://).
+// Open connects to the Redis a URL names: one server, Sentinel or Cluster (url.go has the forms).
 func Open(ctx context.Context, raw string) (*Store, error) {
-	opts, err := goredis.ParseURL(raw)
+	opts, err := options(raw)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", store.Shown(raw), err)
 	}
-	c := goredis.NewUniversalClient(&goredis.UniversalOptions{
-		Addrs: []string{opts.Addr}, DB: opts.DB, Username: opts.Username, Password: opts.Password,
-		TLSConfig: opts.TLSConfig,
-		// Each live match holds a connection in a blocking XREAD (Follow): room for a hundred
-		// concurrent matches besides the posts. One XREAD over all streams is the next step.
-		PoolSize: 128,
-	})
+	// Each live match holds a connection in a blocking XREAD (Follow): room for a hundred
+	// concurrent matches besides the posts. One XREAD over all streams is the next step.
+	opts.PoolSize = 128
+	c := goredis.NewUniversalClient(opts)
 	s := &Store{c: c}
 	if err := s.Ping(ctx); err != nil {
 		c.Close()

@@ -80,3 +80,25 @@ func TestNewMatchesPushed(t *testing.T) {
 		t.Fatalf("announced %v (the blocked read got %v), %v; want a, b once each", ids, first, err)
 	}
 }
+
+// Through Sentinel (a primary, a replica, a sentinel): the store passes the same conformance
+// suite, the client having asked the sentinel where the primary is.
+func TestConformanceThroughSentinel(t *testing.T) {
+	primary := storetest.StartRedis(t)
+	storetest.StartReplica(t, primary)
+	sentinel := storetest.StartSentinel(t, primary, "mymaster", 1)
+	db := 0
+	storetest.Run(t, func(t *testing.T) (store.Store, func() store.Store) {
+		db++
+		u := fmt.Sprintf("redis+sentinel://%s/%d?master_name=mymaster", sentinel.Addr(), db)
+		open := func() store.Store {
+			s, err := redis.Open(context.Background(), u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		}
+		return open(), open
+	})
+}

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +23,10 @@ type Redis struct {
 	port int
 	dir  string
 	cmd  *exec.Cmd
+	// extra are the arguments beyond port and data directory (a replica's, a sentinel's); ready is
+	// the log line that says it serves.
+	extra []string
+	ready string
 }
 
 // RedisServer starts a Redis for the test and returns its URL (database 0). A missing redis-server
@@ -35,7 +41,8 @@ func StartRedis(t testing.TB) *Redis {
 		t.Fatal("redis-server is needed: sudo apt-get install redis-server (make test installs it when run as root)")
 	}
 	port := redisPort(t)
-	r := &Redis{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), t: t, bin: bin, port: port, dir: t.TempDir()}
+	r := &Redis{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), t: t, bin: bin, port: port, dir: t.TempDir(),
+		ready: "Ready to accept connections"}
 	r.Start()
 	t.Cleanup(r.Stop)
 	return r
@@ -44,8 +51,14 @@ func StartRedis(t testing.TB) *Redis {
 // Start runs the server (again) on the same port and data directory and waits until it is ready.
 func (r *Redis) Start() {
 	r.t.Helper()
-	r.cmd = exec.Command(r.bin, "--port", fmt.Sprint(r.port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir, "--protected-mode", "no")
+	args := []string{"--port", fmt.Sprint(r.port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir, "--protected-mode", "no"}
+	if len(r.extra) > 0 && r.extra[0] == "--sentinel" {
+		args = append([]string{filepath.Join(r.dir, "sentinel.conf")}, r.extra...)
+	} else {
+		args = append(args, r.extra...)
+	}
+	r.cmd = exec.Command(r.bin, args...)
 	out, _ := r.cmd.StdoutPipe()
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatal(err)
@@ -54,7 +67,7 @@ func (r *Redis) Start() {
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if strings.Contains(sc.Text(), "Ready to accept connections") {
+			if strings.Contains(sc.Text(), r.ready) {
 				close(ready)
 				break
 			}
@@ -65,7 +78,7 @@ func (r *Redis) Start() {
 	select {
 	case <-ready:
 	case <-time.After(10 * time.Second):
-		r.t.Fatal("redis-server did not start")
+		r.t.Fatalf("redis-server %v did not start (no %q in its log)", r.extra, r.ready)
 	}
 }
 
@@ -106,4 +119,37 @@ func redisPort(t testing.TB) int {
 	}
 	t.Fatal("no free port for redis")
 	return 0
+}
+
+// Addr is the server's host:port.
+func (r *Redis) Addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
+
+// StartReplica starts a replica of primary, ready once its first sync has finished; killed when
+// the test ends.
+func StartReplica(t testing.TB, primary *Redis) *Redis {
+	t.Helper()
+	port := redisPort(t)
+	r := &Redis{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), t: t, bin: primary.bin, port: port, dir: t.TempDir(),
+		extra: []string{"--replicaof", "127.0.0.1", fmt.Sprint(primary.port)}, ready: "MASTER <-> REPLICA sync: Finished with success"}
+	r.Start()
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// StartSentinel starts a sentinel that monitors primary under name with quorum, declaring it down
+// after one second; killed when the test ends.
+func StartSentinel(t testing.TB, primary *Redis, name string, quorum int) *Redis {
+	t.Helper()
+	port := redisPort(t)
+	r := &Redis{t: t, bin: primary.bin, port: port, dir: t.TempDir(), extra: []string{"--sentinel"}, ready: "+monitor master " + name}
+	conf := fmt.Sprintf("port %d\nbind 127.0.0.1\nprotected-mode no\ndir %s\n"+
+		"sentinel monitor %s 127.0.0.1 %d %d\nsentinel down-after-milliseconds %s 1000\n"+
+		"sentinel failover-timeout %s 5000\nsentinel parallel-syncs %s 1\n",
+		port, r.dir, name, primary.port, quorum, name, name, name)
+	if err := os.WriteFile(filepath.Join(r.dir, "sentinel.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.Start()
+	t.Cleanup(r.Stop)
+	return r
 }
