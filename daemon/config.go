@@ -40,6 +40,9 @@ type Config struct {
 	KeepEnded time.Duration
 	// MaxClockSkew is how far ahead of this server's clock a posted event may be stamped.
 	MaxClockSkew time.Duration
+	// StoreMinReplicas: a Redis store acknowledges a post once that many replicas have it (WAIT);
+	// -1: 1 when the primary has a replica at start, else 0.
+	StoreMinReplicas int
 
 	// Systemd is what the service manager passed this process, read from the environment once by
 	// the CLI; zero outside systemd.
@@ -70,6 +73,7 @@ func Default() Config {
 		SSEHeartbeat:      15 * time.Second,
 		KeepEnded:         10 * time.Minute,
 		MaxClockSkew:      5 * time.Minute,
+		StoreMinReplicas:  -1,
 		Listen: listen.Config{API: "127.0.0.1:8888", Stream: streams, Backlog: 65535,
 			SomaxconnPath: "/proc/sys/net/core/somaxconn"},
 		Stream: stream.Config{HandshakeTimeout: 10 * time.Second, MaxLine: 1024, KeepAlive: 60 * time.Second, ConnBurst: 20,
@@ -150,6 +154,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxClockSkew < time.Second || c.MaxClockSkew > 24*time.Hour {
 		bad("max-clock-skew: %s is outside 1s-24h", c.MaxClockSkew)
+	}
+	if c.StoreMinReplicas < -1 || c.StoreMinReplicas > 16 {
+		bad("store-min-replicas: %d is outside -1 (automatic) to 16", c.StoreMinReplicas)
 	}
 	if c.API.MaxBodySize < 4096 {
 		bad("max-body: %d is below 4096 bytes", c.API.MaxBodySize)

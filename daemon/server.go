@@ -84,12 +84,15 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 			return nil, err
 		}
 	}
-	st, err := OpenStore(cfg.StoreURL())
+	st, err := OpenStoreWith(cfg.StoreURL(), cfg.StoreMinReplicas)
 	if err != nil {
 		return nil, err // st may be a typed nil: not kept for close
 	}
 	s.st = st
 	// bolt allows one process at a time: a SIGUSR2 hand-over releases it to the successor.
+	if r, ok := st.(interface{ MinReplicas() int }); ok {
+		log.Info("store: an append is acknowledged once replicated", "min_replicas", r.MinReplicas())
+	}
 	if u, _ := store.ParseURL(cfg.StoreURL()); u != nil && u.Scheme == "bolt" {
 		s.rel = handover.NewReleasable(s.st, func() (store.Store, error) { return OpenStore(cfg.StoreURL()) })
 		s.st = s.rel

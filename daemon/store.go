@@ -23,8 +23,13 @@ import (
 	"matchstream/daemon/store/redis"
 )
 
-// OpenStore opens the store a URL names.
-func OpenStore(raw string) (store.Store, error) {
+// OpenStore opens the store a URL names; a Redis store waits for replicas as it finds them
+// (redis.AutoReplicas).
+func OpenStore(raw string) (store.Store, error) { return OpenStoreWith(raw, redis.AutoReplicas) }
+
+// OpenStoreWith opens the store a URL names; a Redis store acknowledges an append once
+// minReplicas replicas have it (redis.AutoReplicas: 1 if the primary has a replica, else 0).
+func OpenStoreWith(raw string, minReplicas int) (store.Store, error) {
 	u, err := store.ParseURL(raw)
 	if err != nil {
 		return nil, err
@@ -35,7 +40,7 @@ func OpenStore(raw string) (store.Store, error) {
 	case "redis", "rediss", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster":
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		return redis.Open(ctx, raw)
+		return redis.OpenWith(ctx, raw, redis.Config{MinReplicas: minReplicas})
 	default:
 		return nil, fmt.Errorf("store %s: the %s backend is not in this build yet (use bolt:// or redis://)", store.Shown(raw), u.Scheme)
 	}

@@ -48,6 +48,9 @@ func daemonFlags() []cli.Flag {
 			Usage: "directory for the embedded store and the generated watcher token"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "store", EnvVars: env("store"), DefaultText: "bolt://<state-dir>/matchstream.db",
 			Usage: "store URL: bolt:///path/file.db (embedded, single node), or shared by nodes: redis://[user:pass@]host:port/db, rediss:// (TLS), redis+sentinel://host:port/db?master_name=NAME, redis+cluster://host:port"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "store-min-replicas", Value: d.StoreMinReplicas, EnvVars: env("store-min-replicas"),
+			DefaultText: "-1: 1 when the Redis primary has a replica, else 0",
+			Usage:       "a post is acknowledged (201) only once this many Redis replicas have it (WAIT, up to 2 s; else 504), so a failover loses nothing acknowledged"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "node-id", EnvVars: env("node-id"), DefaultText: "this host's name",
 			Usage: "this daemon's name among the nodes sharing a Redis store"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "advertise-host", EnvVars: env("advertise-host"),
@@ -188,6 +191,7 @@ func configFrom(c *cli.Context) (daemon.Config, error) {
 		cfg.StateDir = abs // logs and the store URL then name the real place
 	}
 	cfg.Store = c.String("store")
+	cfg.StoreMinReplicas = c.Int("store-min-replicas")
 	cfg.WatcherTokenFile = c.String("watcher-token-file")
 	cfg.API.WatcherToken = c.String("watcher-token")
 	cfg.API.MaxBodySize = c.Int("max-body")

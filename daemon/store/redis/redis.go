@@ -13,9 +13,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -51,10 +53,32 @@ return #ARGV - 1
 // Store is a Redis-backed store.Store.
 type Store struct {
 	c goredis.UniversalClient
+	// minReplicas: an append is acknowledged only once that many replicas have it (WAIT), so a
+	// failover cannot lose it; waitFor bounds the wait.
+	minReplicas int
+	waitFor     time.Duration
 }
+
+// Config is how the store treats replication.
+type Config struct {
+	// MinReplicas is how many replicas must have an append before it is acknowledged (Redis WAIT).
+	// AutoReplicas: 1 when the primary has a replica when the store opens, else 0.
+	MinReplicas int
+	// ReplicaTimeout bounds the wait for them; an append not replicated in time is an unknown
+	// outcome (504): it is on the primary, and lost if the primary is lost.
+	ReplicaTimeout time.Duration
+}
+
+// AutoReplicas asks Open to look at the primary's replicas.
+const AutoReplicas = -1
 
 // Open connects to the Redis a URL names: one server, Sentinel or Cluster (url.go has the forms).
 func Open(ctx context.Context, raw string) (*Store, error) {
+	return OpenWith(ctx, raw, Config{MinReplicas: AutoReplicas})
+}
+
+// OpenWith is Open with the replication settings.
+func OpenWith(ctx context.Context, raw string, cfg Config) (*Store, error) {
 	opts, err := options(raw)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", store.Shown(raw), err)
@@ -63,12 +87,47 @@ func Open(ctx context.Context, raw string) (*Store, error) {
 	// concurrent matches besides the posts. One XREAD over all streams is the next step.
 	opts.PoolSize = 128
 	c := goredis.NewUniversalClient(opts)
-	s := &Store{c: c}
+	s := &Store{c: c, minReplicas: cfg.MinReplicas, waitFor: cfg.ReplicaTimeout}
+	if s.waitFor <= 0 {
+		s.waitFor = 2 * time.Second
+	}
 	if err := s.Ping(ctx); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("store %s: %w", store.Shown(raw), err)
 	}
+	_, cluster := c.(*goredis.ClusterClient)
+	switch {
+	case cluster && s.minReplicas > 0:
+		c.Close()
+		return nil, fmt.Errorf("store %s: --store-min-replicas with Redis Cluster is not supported (WAIT must follow the append on its node's connection); use 0", store.Shown(raw))
+	case cluster:
+		s.minReplicas = 0
+	case s.minReplicas == AutoReplicas:
+		n, err := s.replicas(ctx)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("store %s: %w", store.Shown(raw), err)
+		}
+		s.minReplicas = min(n, 1)
+	}
 	return s, nil
+}
+
+// MinReplicas is how many replicas must have an append before it is acknowledged.
+func (s *Store) MinReplicas() int { return s.minReplicas }
+
+// replicas is how many replicas the primary has now (INFO replication: connected_slaves).
+func (s *Store) replicas(ctx context.Context) (int, error) {
+	info, err := s.c.Info(ctx, "replication").Result()
+	if err != nil {
+		return 0, fmt.Errorf("replication info: %w", err)
+	}
+	for _, l := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "connected_slaves:"); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, nil
 }
 
 // Append implements store.Store.
@@ -92,17 +151,39 @@ func (s *Store) Append(ctx context.Context, id string, recs []match.Record) erro
 	if err := s.c.SAdd(ctx, matchesKey, id).Err(); err != nil {
 		return fmt.Errorf("append to %s: %w", id, err)
 	}
-	err := appendScript.Run(ctx, s.c, []string{eventsKey(id)}, args...).Err()
+	var err error
+	var replicated *goredis.Cmd
+	if s.minReplicas > 0 {
+		// The script and WAIT in one pipeline, so on one connection: WAIT counts the replicas that
+		// have this connection's writes. EVAL, not EVALSHA: a primary promoted by a failover may
+		// not have the script cached.
+		var ran *goredis.Cmd
+		_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			ran = appendScript.Eval(ctx, p, []string{eventsKey(id)}, args...)
+			replicated = p.Do(ctx, "WAIT", s.minReplicas, s.waitFor.Milliseconds())
+			return nil
+		})
+		if rerr := ran.Err(); rerr != nil {
+			err = rerr // the script's own answer (CONFLICT) comes first
+		}
+	} else {
+		err = appendScript.Run(ctx, s.c, []string{eventsKey(id)}, args...).Err()
+	}
 	if err != nil && strings.HasPrefix(err.Error(), "CONFLICT") {
 		return fmt.Errorf("append to %s: last seq is %s, not %d: %w", id, strings.TrimPrefix(err.Error(), "CONFLICT "), recs[0].Seq-1, store.ErrConflict)
 	}
-	var ne net.Error
-	if err != nil && (errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded)) {
-		// The script was sent and no answer came: Redis may still run it.
+	if err != nil && sentAndLost(err) {
+		// The script was sent and no answer came: Redis may have run it.
 		return fmt.Errorf("append to %s: %w: %w", id, store.ErrOutcomeUnknown, err)
 	}
 	if err != nil {
 		return fmt.Errorf("append to %s: %w", id, err)
+	}
+	if replicated != nil {
+		if n, _ := replicated.Int(); n < s.minReplicas {
+			return fmt.Errorf("append to %s: stored on the primary, but %d of %d replicas have it after %s: %w",
+				id, n, s.minReplicas, s.waitFor, store.ErrOutcomeUnknown)
+		}
 	}
 	if recs[0].Seq == 1 {
 		// Best effort, after the append: a lost push delays the others' discovery until their next
@@ -110,6 +191,21 @@ func (s *Store) Append(ctx context.Context, id string, recs []match.Record) erro
 		s.c.XAdd(ctx, &goredis.XAddArgs{Stream: newKey, MaxLen: 10000, Approx: true, Values: []any{"id", id}})
 	}
 	return nil
+}
+
+// sentAndLost reports whether err can mean the command reached Redis and its answer was lost: a
+// timeout, or the connection dropping under it (a primary killed mid-command). A refused
+// connection never sent anything.
+func sentAndLost(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return false
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
 }
 
 // NewMatches implements store.Announcer with a blocking XREAD of the new-matches stream.

@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -101,4 +102,43 @@ func TestConformanceThroughSentinel(t *testing.T) {
 		}
 		return open(), open
 	})
+}
+
+// With a replica, an append is acknowledged once the replica has it (WAIT; automatic: 1 when the
+// primary has a replica). Without the replica, the same append is stored on the primary only and
+// is an unknown outcome, never an acknowledgement; with MinReplicas 0 it is acknowledged.
+func TestAppendWaitsForReplicas(t *testing.T) {
+	ctx := context.Background()
+	primary := storetest.StartRedis(t)
+	replica := storetest.StartReplica(t, primary)
+	s, err := redis.OpenWith(ctx, primary.URL, redis.Config{MinReplicas: redis.AutoReplicas, ReplicaTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.MinReplicas() != 1 {
+		t.Fatalf("automatic min replicas with one replica = %d, want 1", s.MinReplicas())
+	}
+	rec := func(seq uint64) []match.Record {
+		return []match.Record{{Seq: seq, Event: match.Event{Kind: match.KindComment, Comment: "x"}}}
+	}
+	if err := s.Append(ctx, "m", rec(1)); err != nil {
+		t.Fatalf("append with the replica up: %v", err)
+	}
+	replica.Stop()
+	err = s.Append(ctx, "m", rec(2))
+	if !errors.Is(err, store.ErrOutcomeUnknown) || !strings.Contains(err.Error(), "0 of 1 replicas") {
+		t.Fatalf("append without the replica: %v, want an unknown outcome", err)
+	}
+	if err := s.Append(ctx, "m", rec(2)); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("the unreplicated append is on the primary: %v", err)
+	}
+	none, err := redis.OpenWith(ctx, primary.URL, redis.Config{MinReplicas: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer none.Close()
+	if err := none.Append(ctx, "m", rec(3)); err != nil {
+		t.Fatalf("append with min replicas 0: %v", err)
+	}
 }

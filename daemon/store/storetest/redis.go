@@ -52,7 +52,8 @@ func StartRedis(t testing.TB) *Redis {
 func (r *Redis) Start() {
 	r.t.Helper()
 	args := []string{"--port", fmt.Sprint(r.port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir, "--protected-mode", "no"}
+		"--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir, "--protected-mode", "no",
+		"--repl-diskless-sync-delay", "0"} // a replica syncs at once, not after 5 s
 	if len(r.extra) > 0 && r.extra[0] == "--sentinel" {
 		args = append([]string{filepath.Join(r.dir, "sentinel.conf")}, r.extra...)
 	} else {
