@@ -120,7 +120,7 @@ func runWatcher(c *cli.Context) error {
 		if c.Bool("restamp") {
 			ev.At = time.Time{}
 		}
-		res, err := postEvent(ctx, hc, endpoint, token, ev, c.Duration("retry-for"))
+		res, err := postEvent(ctx, hc, endpoint, token, ev, last, c.Duration("retry-for"))
 		var rej *rejection
 		switch {
 		case errors.As(err, &rej):
@@ -151,9 +151,12 @@ type rejection struct{ msg string }
 
 func (r *rejection) Error() string { return r.msg }
 
-// postEvent posts one event. It retries only when nothing can have been stored — the daemon is
-// unreachable or answered 503 — so a retry never duplicates an event.
-func postEvent(ctx context.Context, hc *http.Client, endpoint, token string, ev match.Event, retryFor time.Duration) (*api.PostResult, error) {
+// postEvent posts one event; after is the seq of the last event this run posted (0: none yet).
+// It retries only when nothing can have been stored: the daemon is unreachable or answered 503.
+// A 504 (the store may have kept it: a primary lost mid-append) is read back from the match's
+// events, as the store holds them, and posted again only if it is not there. A retry never
+// duplicates an event.
+func postEvent(ctx context.Context, hc *http.Client, endpoint, token string, ev match.Event, after uint64, retryFor time.Duration) (*api.PostResult, error) {
 	body, err := json.Marshal(ev)
 	if err != nil {
 		return nil, err
@@ -190,7 +193,14 @@ func postEvent(ctx context.Context, hc *http.Client, endpoint, token string, ev 
 				// The store may have kept the event: never post it again blindly.
 				var e api.ErrorBody
 				json.Unmarshal(b, &e)
-				return nil, fmt.Errorf("post: %s (504); stopping so nothing is posted twice", e.Error)
+				seq, stored, err := readBack(ctx, hc, endpoint, ev, after, deadline)
+				if err != nil {
+					return nil, fmt.Errorf("post: %s (504), and reading back whether it was stored: %w; stopping so nothing is posted twice", e.Error, err)
+				}
+				if stored {
+					return &api.PostResult{Seq: seq, Seqs: []uint64{seq}}, nil
+				}
+				retry = true // not stored: posting it again is safe
 			case resp.StatusCode == http.StatusUnauthorized:
 				return nil, usageErr(errors.New("the daemon refused the watcher token (401)"), "check --token / --token-file against the daemon's watcher token")
 			default:
@@ -214,6 +224,60 @@ func postEvent(ctx context.Context, hc *http.Client, endpoint, token string, ev 
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
+}
+
+// readBack reports whether ev was stored by a post that got 504: the event after seq after (or,
+// with after 0, the match's last event) is the same kind at the same time. It retries while the
+// daemon or its store cannot answer, until deadline.
+func readBack(ctx context.Context, hc *http.Client, endpoint string, ev match.Event, after uint64, deadline time.Time) (uint64, bool, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s?from=%d", endpoint, after), nil)
+		if err != nil {
+			return 0, false, err
+		}
+		resp, err := hc.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+			resp.Body.Close()
+			switch resp.StatusCode {
+			case http.StatusOK:
+				var recs []match.Record
+				if err := json.Unmarshal(b, &recs); err != nil {
+					return 0, false, fmt.Errorf("bad events reply: %w", err)
+				}
+				return sameEvent(recs, ev, after)
+			case http.StatusNotFound:
+				return 0, false, nil // the match itself was not stored (its start)
+			}
+			err = fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(b))
+		}
+		if time.Now().After(deadline) {
+			return 0, false, err
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return 0, false, ctx.Err()
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// sameEvent finds ev among the records read back after seq after.
+func sameEvent(recs []match.Record, ev match.Event, after uint64) (uint64, bool, error) {
+	if len(recs) == 0 {
+		return 0, false, nil
+	}
+	r := recs[len(recs)-1] // after 0: this run posted nothing yet, the newest event is the candidate
+	if after > 0 {
+		r = recs[0]
+	}
+	same := r.Kind == ev.Kind && (ev.At.IsZero() || r.At.Equal(ev.At)) // restamped: the server set At
+	if !same && after > 0 {
+		return 0, false, fmt.Errorf("seq %d is a %s at %s, not this %s: another watcher posts to this match", r.Seq, r.Kind, r.At.Format(time.RFC3339Nano), ev.Kind)
+	}
+	return r.Seq, same, nil
 }
 
 func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }

@@ -359,6 +359,12 @@ func (h *Handler) position(ctx *fasthttp.RequestCtx, id string, names ...string)
 }
 
 func (h *Handler) events(ctx *fasthttp.RequestCtx, id string) {
+	// The history is read as the store has it, not as this node last followed it: a watcher told
+	// 504 reads back here whether its event was stored, before it posts it again.
+	if err := h.reg.Sync(ctx, id); err != nil {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "cannot read the store: "+err.Error())
+		return
+	}
 	from, ok := h.position(ctx, id, "from")
 	if !ok {
 		return

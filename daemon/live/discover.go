@@ -50,5 +50,22 @@ func (r *Registry) DiscoverAll(ctx context.Context) error {
 	return nil
 }
 
+// Sync brings match id up to the shared store (a known match is caught up, an unknown one
+// discovered), so what this node answers next is what the store holds: a watcher that got 504
+// reads back from here whether its event was stored. Nothing to do on a store of one node.
+func (r *Registry) Sync(ctx context.Context, id string) error {
+	if !r.shared {
+		return nil
+	}
+	if seq, ok := r.Seq(id); !ok || seq == 0 {
+		_, err := r.Discover(ctx, id)
+		return err
+	}
+	if err := r.Ingest(ctx, id, nil); err != nil {
+		return fmt.Errorf("%w: %w", ErrStore, err)
+	}
+	return nil
+}
+
 // Shared reports whether other nodes append to the store: a match unknown here may exist.
 func (r *Registry) Shared() bool { return r.shared }
