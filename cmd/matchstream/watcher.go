@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -120,7 +121,8 @@ func runWatcher(c *cli.Context) error {
 		if c.Bool("restamp") {
 			ev.At = time.Time{}
 		}
-		res, err := postEvent(ctx, hc, endpoint, token, ev, last, c.Duration("retry-for"))
+		retried := func(why string) { fmt.Fprintf(c.App.ErrWriter, "line %d: %s: %s\n", e.Line, ev.Kind, why) }
+		res, err := postEvent(ctx, hc, endpoint, token, ev, last, c.Duration("retry-for"), retried)
 		var rej *rejection
 		switch {
 		case errors.As(err, &rej):
@@ -156,7 +158,7 @@ func (r *rejection) Error() string { return r.msg }
 // A 504 (the store may have kept it: a primary lost mid-append) is read back from the match's
 // events, as the store holds them, and posted again only if it is not there. A retry never
 // duplicates an event.
-func postEvent(ctx context.Context, hc *http.Client, endpoint, token string, ev match.Event, after uint64, retryFor time.Duration) (*api.PostResult, error) {
+func postEvent(ctx context.Context, hc *http.Client, endpoint, token string, ev match.Event, after uint64, retryFor time.Duration, retried func(why string)) (*api.PostResult, error) {
 	body, err := json.Marshal(ev)
 	if err != nil {
 		return nil, err
@@ -177,6 +179,7 @@ func postEvent(ctx context.Context, hc *http.Client, endpoint, token string, ev 
 				return nil, fmt.Errorf("post: %w", err) // may or may not have been stored: do not guess
 			}
 			retry = true
+			retried("daemon unreachable, retrying")
 		} else {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 			resp.Body.Close()
@@ -189,6 +192,7 @@ func postEvent(ctx context.Context, hc *http.Client, endpoint, token string, ev 
 				return &res, nil
 			case resp.StatusCode == http.StatusServiceUnavailable:
 				retry = true
+				retried("got 503, retrying")
 			case resp.StatusCode == http.StatusGatewayTimeout:
 				// The store may have kept the event: never post it again blindly.
 				var e api.ErrorBody
@@ -198,9 +202,11 @@ func postEvent(ctx context.Context, hc *http.Client, endpoint, token string, ev 
 					return nil, fmt.Errorf("post: %s (504), and reading back whether it was stored: %w; stopping so nothing is posted twice", e.Error, err)
 				}
 				if stored {
+					retried("got 504, read back: stored as seq " + strconv.FormatUint(seq, 10) + ", not posted again")
 					return &api.PostResult{Seq: seq, Seqs: []uint64{seq}}, nil
 				}
 				retry = true // not stored: posting it again is safe
+				retried("got 504, read back: not stored, posting again")
 			case resp.StatusCode == http.StatusUnauthorized:
 				return nil, usageErr(errors.New("the daemon refused the watcher token (401)"), "check --token / --token-file against the daemon's watcher token")
 			default:

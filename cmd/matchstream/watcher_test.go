@@ -55,7 +55,7 @@ func TestWatcherReadsBackAfter504(t *testing.T) {
 				}
 			}))
 			defer srv.Close()
-			res, err := postEvent(context.Background(), srv.Client(), srv.URL+"/matches/m/events", "tok", goal, 7, 10*time.Second)
+			res, err := postEvent(context.Background(), srv.Client(), srv.URL+"/matches/m/events", "tok", goal, 7, 10*time.Second, func(string) {})
 			if err != nil || res.Seq != 8 {
 				t.Fatalf("postEvent: %+v, %v", res, err)
 			}
