@@ -53,6 +53,12 @@ return #ARGV - 1
 // Store is a Redis-backed store.Store.
 type Store struct {
 	c goredis.UniversalClient
+	// replicated reads what other nodes appended (Follow) from a replica, when the primary's
+	// appends wait for one: an entry is there only once replicated, so a node never shows its
+	// clients an event that a failover then loses (reading the primary, followers showed entries
+	// WAIT had not confirmed, and after the failover their state was ahead of the store's). It is
+	// c when there is no replica to read.
+	replicated goredis.UniversalClient
 	// minReplicas: an append is acknowledged only once that many replicas have it (WAIT), so a
 	// failover cannot lose it; waitFor bounds the wait.
 	minReplicas int
@@ -87,7 +93,7 @@ func OpenWith(ctx context.Context, raw string, cfg Config) (*Store, error) {
 	// concurrent matches besides the posts. One XREAD over all streams is the next step.
 	opts.PoolSize = 128
 	c := goredis.NewUniversalClient(opts)
-	s := &Store{c: c, minReplicas: cfg.MinReplicas, waitFor: cfg.ReplicaTimeout}
+	s := &Store{c: c, replicated: c, minReplicas: cfg.MinReplicas, waitFor: cfg.ReplicaTimeout}
 	if s.waitFor <= 0 {
 		s.waitFor = 2 * time.Second
 	}
@@ -109,6 +115,11 @@ func OpenWith(ctx context.Context, raw string, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("store %s: %w", store.Shown(raw), err)
 		}
 		s.minReplicas = min(n, 1)
+	}
+	if s.minReplicas > 0 && opts.MasterName != "" {
+		fo := opts.Failover()
+		fo.ReplicaOnly = true
+		s.replicated = goredis.NewFailoverClient(fo)
 	}
 	return s, nil
 }
@@ -292,12 +303,17 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // Close implements store.Store.
-func (s *Store) Close() error { return s.c.Close() }
+func (s *Store) Close() error {
+	if s.replicated != s.c {
+		s.replicated.Close()
+	}
+	return s.c.Close()
+}
 
 // Follow implements store.Follower with a blocking XREAD from the entry after seq after: a node that
 // blips loses nothing, it reads on from where it was.
 func (s *Store) Follow(ctx context.Context, id string, after uint64, block time.Duration) ([]match.Record, error) {
-	res, err := s.c.XRead(ctx, &goredis.XReadArgs{Streams: []string{eventsKey(id), strconv.FormatUint(after, 10) + "-1"},
+	res, err := s.replicated.XRead(ctx, &goredis.XReadArgs{Streams: []string{eventsKey(id), strconv.FormatUint(after, 10) + "-1"},
 		Count: 1000, Block: block}).Result()
 	if errors.Is(err, goredis.Nil) {
 		return nil, nil

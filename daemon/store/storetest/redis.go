@@ -122,6 +122,18 @@ func redisPort(t testing.TB) int {
 	return 0
 }
 
+// Restart starts a stopped server again on its port and data, ready once it accepts connections
+// (a replica does not wait for its sync, nor a primary that the sentinels will demote).
+func (r *Redis) Restart() {
+	r.t.Helper()
+	ready := r.ready
+	if !strings.HasPrefix(ready, "+monitor") {
+		r.ready = "Ready to accept connections"
+	}
+	r.Start()
+	r.ready = ready
+}
+
 // Addr is the server's host:port.
 func (r *Redis) Addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
 
