@@ -22,7 +22,7 @@ import (
 
 // The in-process tests: a Server on ephemeral loopback ports, a fresh state directory, no binary.
 
-func testConfig(t *testing.T) Config {
+func testConfig(t testing.TB) Config {
 	t.Helper()
 	cfg := Default()
 	cfg.StateDir = t.TempDir()

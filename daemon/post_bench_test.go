@@ -1,0 +1,72 @@
+package daemon
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"matchstream/daemon/daemontest"
+	"matchstream/daemon/store/storetest"
+)
+
+// BenchmarkPostRedis is a POST of one event, end to end (HTTP, validation, the Redis append,
+// the broadcast), on a Redis with one replica: with WAIT (acknowledged means replicated) and
+// without. p50 and p99 are reported beside ns/op.
+func BenchmarkPostRedis(b *testing.B) {
+	primary := storetest.StartRedis(b)
+	storetest.StartReplica(b, primary)
+	for _, min := range []int{0, 1} {
+		b.Run(fmt.Sprintf("min_replicas=%d", min), func(b *testing.B) {
+			cfg := testConfig(b)
+			cfg.Store, cfg.StoreMinReplicas, cfg.NodeID = primary.URL, min, fmt.Sprint("bench", min)
+			s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := s.Start(b.Context()); err != nil {
+				b.Fatal(err)
+			}
+			defer s.Shutdown(b.Context())
+			home := fmt.Sprintf("b%dn%x", min, time.Now().UnixNano()) // one match per run of the function
+			id := home + "-tig-2011-09-10"
+			raw, err := os.ReadFile(daemontest.SampleJSONL)
+			if err != nil {
+				b.Fatal(err)
+			}
+			start, _, _ := strings.Cut(string(raw), "\n")
+			postB(b, s, id, strings.Replace(start, `"home": "elp"`, `"home": "`+home+`"`, 1))
+			at := time.Date(2011, 9, 10, 21, 1, 0, 0, time.UTC)
+			var ds []time.Duration
+			b.ResetTimer()
+			for i := range b.N {
+				t0 := time.Now()
+				postB(b, s, id, fmt.Sprintf(`{"at":%q,"kind":"comment","comment":"c%d"}`, at.Add(time.Duration(i)*time.Millisecond).Format(time.RFC3339Nano), i))
+				ds = append(ds, time.Since(t0))
+			}
+			b.StopTimer()
+			slices.Sort(ds)
+			b.ReportMetric(float64(ds[len(ds)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(ds[len(ds)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+}
+
+func postB(b *testing.B, s *Server, id, body string) {
+	req, _ := http.NewRequest("POST", s.testURL("/matches/"+id+"/events"), strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		b.Fatalf("POST: %d %s", resp.StatusCode, msg)
+	}
+}
