@@ -33,9 +33,10 @@ func TestFailoverLosesNothingAcknowledged(t *testing.T) {
 	dir := t.TempDir()
 	a := startDaemon(t, filepath.Join(dir, "a"), "--store", url, "--watcher-token", "tok", "--node-id", "a")
 	b := startDaemon(t, filepath.Join(dir, "b"), "--store", url, "--watcher-token", "tok", "--node-id", "b")
-	if !strings.Contains(a.log.String(), "min_replicas=1") {
-		t.Fatalf("node A does not wait for the replica:\n%s", a.log.String())
-	}
+	// Its stderr comes through a pipe: wait for the line rather than look once.
+	waitUntil(t, "node A to wait for the replica (min_replicas=1 in its log)", 10*time.Second, func() bool {
+		return strings.Contains(a.log.String(), "min_replicas=1")
+	})
 	lines, _ := sampleLines(t)
 	run(t, 0, "watcher", "--api", a.apiURL(), "--token", "tok", "--speed", "0", "-q", writeFile(t, dir, "start.jsonl", lines[:1]))
 
