@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -190,4 +193,53 @@ func shutdownAll(t *testing.T, servers ...*Server) {
 		})
 	}
 	wg.Wait()
+}
+
+// postKeyed posts body under an idempotency key and returns the seqs it was answered with.
+func postKeyed(t *testing.T, s *Server, id, key, body string) []uint64 {
+	t.Helper()
+	req, _ := http.NewRequest("POST", s.testURL("/matches/"+id+"/events"), strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer tok")
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var res struct{ Seqs []uint64 }
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 201 || json.Unmarshal(b, &res) != nil {
+		t.Fatalf("POST under key %s: %d %s", key, resp.StatusCode, b)
+	}
+	return res.Seqs
+}
+
+// A batch posted again under its idempotency key (a retry after a 504), to the same node or to
+// another, is answered with the seqs it was stored as and stored once, even when the match has
+// ended since (validated again, the retry of a stop would be refused).
+func TestIdempotentPosts(t *testing.T) {
+	t.Parallel()
+	url := storetest.RedisServer(t)
+	id := daemontest.SampleID
+	lines, _ := daemontest.SampleLines(t)
+	a, b := clusterNode(t, url, "a"), clusterNode(t, url, "b")
+	post(t, a, id, lines[0])
+	first := postKeyed(t, a, id, "k1", "["+strings.Join(lines[1:3], ",")+"]")
+	if !slices.Equal(first, []uint64{2, 3}) {
+		t.Fatalf("first post: seqs %v", first)
+	}
+	for _, s := range []*Server{a, b} {
+		if again := postKeyed(t, s, id, "k1", "["+strings.Join(lines[1:3], ",")+"]"); !slices.Equal(again, first) {
+			t.Fatalf("the retry got seqs %v, want %v", again, first)
+		}
+	}
+	stop := postKeyed(t, b, id, "k2", lines[len(lines)-1])
+	if again := postKeyed(t, a, id, "k2", lines[len(lines)-1]); !slices.Equal(again, stop) {
+		t.Fatalf("the retry of the stop got %v, want %v", again, stop)
+	}
+	var recs []json.RawMessage
+	(&apiClient{t: t, s: b}).getJSON("/matches/"+id+"/events", &recs)
+	if len(recs) != 4 {
+		t.Fatalf("the store has %d events, want 4 (start, two, stop): nothing twice", len(recs))
+	}
 }

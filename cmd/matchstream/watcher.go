@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +13,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -122,7 +123,7 @@ func runWatcher(c *cli.Context) error {
 			ev.At = time.Time{}
 		}
 		retried := func(why string) { fmt.Fprintf(c.App.ErrWriter, "line %d: %s: %s\n", e.Line, ev.Kind, why) }
-		res, err := postEvent(ctx, hc, endpoint, token, ev, last, c.Duration("retry-for"), retried)
+		res, err := postEvent(ctx, hc, endpoint, token, ev, e.Line, c.Duration("retry-for"), retried)
 		var rej *rejection
 		switch {
 		case errors.As(err, &rej):
@@ -153,16 +154,19 @@ type rejection struct{ msg string }
 
 func (r *rejection) Error() string { return r.msg }
 
-// postEvent posts one event; after is the seq of the last event this run posted (0: none yet).
-// It retries only when nothing can have been stored: the daemon is unreachable or answered 503.
-// A 504 (the store may have kept it: a primary lost mid-append) is read back from the match's
-// events, as the store holds them, and posted again only if it is not there. A retry never
-// duplicates an event.
-func postEvent(ctx context.Context, hc *http.Client, endpoint, token string, ev match.Event, after uint64, retryFor time.Duration, retried func(why string)) (*api.PostResult, error) {
+// postEvent posts one event under an idempotency key (line: its place in the file). It retries
+// when nothing can have been stored (the connection was refused, or 503) and when the outcome is
+// unknown (504, from a Redis store: a primary lost mid-append): the key makes the daemon answer a
+// batch it already stored with its seq instead of storing it twice. A retry never duplicates an
+// event. Any other failure stops it: an answer lost after the request was sent cannot be told
+// apart from a stored event on the embedded store, which keeps no keys.
+func postEvent(ctx context.Context, hc *http.Client, endpoint, token string, ev match.Event, line int, retryFor time.Duration, retried func(why string)) (*api.PostResult, error) {
 	body, err := json.Marshal(ev)
 	if err != nil {
 		return nil, err
 	}
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s\n%d\n%s", endpoint, line, body)))
+	key := hex.EncodeToString(sum[:16])
 	deadline := time.Now().Add(retryFor)
 	backoff := 100 * time.Millisecond
 	for {
@@ -172,13 +176,13 @@ func postEvent(ctx context.Context, hc *http.Client, endpoint, token string, ev 
 		}
 		req.Header.Set("Authorization", "Bearer "+token)
 		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", key)
 		resp, err := hc.Do(req)
-		retry := false
 		if err != nil {
 			if !isRefused(err) {
-				return nil, fmt.Errorf("post: %w", err) // may or may not have been stored: do not guess
+				// Sent, and no answer: the embedded store keeps no keys, so do not guess.
+				return nil, fmt.Errorf("post: %w", err)
 			}
-			retry = true
 			retried("daemon unreachable, retrying")
 		} else {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -191,22 +195,9 @@ func postEvent(ctx context.Context, hc *http.Client, endpoint, token string, ev 
 				}
 				return &res, nil
 			case resp.StatusCode == http.StatusServiceUnavailable:
-				retry = true
 				retried("got 503, retrying")
 			case resp.StatusCode == http.StatusGatewayTimeout:
-				// The store may have kept the event: never post it again blindly.
-				var e api.ErrorBody
-				json.Unmarshal(b, &e)
-				seq, stored, err := readBack(ctx, hc, endpoint, ev, after, deadline)
-				if err != nil {
-					return nil, fmt.Errorf("post: %s (504), and reading back whether it was stored: %w; stopping so nothing is posted twice", e.Error, err)
-				}
-				if stored {
-					retried("got 504, read back: stored as seq " + strconv.FormatUint(seq, 10) + ", not posted again")
-					return &api.PostResult{Seq: seq, Seqs: []uint64{seq}}, nil
-				}
-				retry = true // not stored: posting it again is safe
-				retried("got 504, read back: not stored, posting again")
+				retried("got 504 (the store may have it), retrying under the same key")
 			case resp.StatusCode == http.StatusUnauthorized:
 				return nil, usageErr(errors.New("the daemon refused the watcher token (401)"), "check --token / --token-file against the daemon's watcher token")
 			default:
@@ -216,12 +207,10 @@ func postEvent(ctx context.Context, hc *http.Client, endpoint, token string, ev 
 				}
 				return nil, &rejection{msg: resp.Status}
 			}
+			err = fmt.Errorf("%s", resp.Status)
 		}
-		if !retry || time.Now().After(deadline) {
-			if err != nil {
-				return nil, fmt.Errorf("post: %w", err)
-			}
-			return nil, errors.New("post: the daemon's store is unavailable (503)")
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("post: %w (retried for %s)", err, retryFor)
 		}
 		select {
 		case <-time.After(backoff):
@@ -230,60 +219,6 @@ func postEvent(ctx context.Context, hc *http.Client, endpoint, token string, ev 
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
-}
-
-// readBack reports whether ev was stored by a post that got 504: the event after seq after (or,
-// with after 0, the match's last event) is the same kind at the same time. It retries while the
-// daemon or its store cannot answer, until deadline.
-func readBack(ctx context.Context, hc *http.Client, endpoint string, ev match.Event, after uint64, deadline time.Time) (uint64, bool, error) {
-	backoff := 100 * time.Millisecond
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s?from=%d", endpoint, after), nil)
-		if err != nil {
-			return 0, false, err
-		}
-		resp, err := hc.Do(req)
-		if err == nil {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-			resp.Body.Close()
-			switch resp.StatusCode {
-			case http.StatusOK:
-				var recs []match.Record
-				if err := json.Unmarshal(b, &recs); err != nil {
-					return 0, false, fmt.Errorf("bad events reply: %w", err)
-				}
-				return sameEvent(recs, ev, after)
-			case http.StatusNotFound:
-				return 0, false, nil // the match itself was not stored (its start)
-			}
-			err = fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(b))
-		}
-		if time.Now().After(deadline) {
-			return 0, false, err
-		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return 0, false, ctx.Err()
-		}
-		backoff = min(2*backoff, 2*time.Second)
-	}
-}
-
-// sameEvent finds ev among the records read back after seq after.
-func sameEvent(recs []match.Record, ev match.Event, after uint64) (uint64, bool, error) {
-	if len(recs) == 0 {
-		return 0, false, nil
-	}
-	r := recs[len(recs)-1] // after 0: this run posted nothing yet, the newest event is the candidate
-	if after > 0 {
-		r = recs[0]
-	}
-	same := r.Kind == ev.Kind && (ev.At.IsZero() || r.At.Equal(ev.At)) // restamped: the server set At
-	if !same && after > 0 {
-		return 0, false, fmt.Errorf("seq %d is a %s at %s, not this %s: another watcher posts to this match", r.Seq, r.Kind, r.At.Format(time.RFC3339Nano), ev.Kind)
-	}
-	return r.Seq, same, nil
 }
 
 func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }

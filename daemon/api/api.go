@@ -428,6 +428,12 @@ func (h *Handler) post(ctx *fasthttp.RequestCtx, id string) {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
+	// Idempotency-Key: a batch posted again under the same key (after a 504) is not stored twice.
+	key := string(ctx.Request.Header.Peek("Idempotency-Key"))
+	if key != "" && match.CheckID(key) != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, "Idempotency-Key must be 1-200 printable characters without '/', ':' or spaces")
+		return
+	}
 	evs, err := DecodeEvents(ctx.PostBody())
 	if err == nil {
 		now := time.Now().UTC()
@@ -438,7 +444,7 @@ func (h *Handler) post(ctx *fasthttp.RequestCtx, id string) {
 		}
 		var recs []match.Record
 		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		recs, err = h.reg.Post(c, id, evs)
+		recs, err = h.reg.PostOnce(c, id, key, evs)
 		cancel()
 		if err == nil {
 			res := PostResult{Match: id, Seq: recs[len(recs)-1].Seq, Seqs: make([]uint64, len(recs))}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,6 +33,14 @@ var ErrStore = errors.New("store unavailable")
 // are accepted or none: a batch with a bad event is refused whole, with the index of the first bad
 // one. A match that does not exist is created by a start event.
 func (r *Registry) Post(ctx context.Context, id string, events []match.Event) ([]match.Record, error) {
+	return r.PostOnce(ctx, id, "", events)
+}
+
+// PostOnce is Post with an idempotency key (none if ""): on a store that keeps keys, a batch posted
+// again under its key, after an unknown outcome, is answered with the records it was stored as
+// the first time instead of being stored twice. A store of one node never has unknown outcomes
+// and keeps none.
+func (r *Registry) PostOnce(ctx context.Context, id, key string, events []match.Event) ([]match.Record, error) {
 	posted := time.Now()
 	if len(events) == 0 {
 		return nil, &EventError{Index: 0, Err: errors.New("no events")}
@@ -57,6 +66,20 @@ func (r *Registry) Post(ctx context.Context, id string, events []match.Event) ([
 		r.dropIfEmpty(m, created)
 		return nil, ErrHandingOver
 	}
+	keyed, _ := r.store.(store.KeyedAppender)
+	if key == "" {
+		keyed = nil
+	}
+	if keyed != nil { // stored before? Then validating it again on top of itself would refuse it
+		first, found, err := keyed.FirstSeq(ctx, id, key)
+		if err != nil {
+			r.dropIfEmpty(m, created)
+			return nil, fmt.Errorf("%w: %w", ErrStore, err)
+		}
+		if found {
+			return r.storedBefore(ctx, m, first, len(events))
+		}
+	}
 	var next match.State
 	var recs []match.Record
 	for attempt := 0; ; attempt++ {
@@ -71,7 +94,16 @@ func (r *Registry) Post(ctx context.Context, id string, events []match.Event) ([
 			recs[i] = match.Record{Seq: next.Seq, Event: ev}
 		}
 		t0 := time.Now()
-		err := r.store.Append(ctx, id, recs)
+		var err error
+		if keyed != nil {
+			err = keyed.AppendKeyed(ctx, id, key, recs)
+		} else {
+			err = r.store.Append(ctx, id, recs)
+		}
+		var dup *store.DuplicateError
+		if errors.As(err, &dup) { // another node took the same retry first
+			return r.storedBefore(ctx, m, dup.First, len(events))
+		}
 		if r.StoreLatency != nil {
 			r.StoreLatency.Observe(time.Since(t0).Seconds())
 		}
@@ -102,6 +134,20 @@ func (r *Registry) Post(ctx context.Context, id string, events []match.Event) ([
 	batch := m.frames[len(m.frames)-len(recs):]
 	m.hub.Broadcast(posted, len(batch), func(version, i int) []byte { return batch[i].For(version) }, next.Ended())
 	return recs, nil
+}
+
+// storedBefore answers a batch stored before under its key, from seq first: m is brought up to the
+// store and the records are those. m.wmu is held.
+func (r *Registry) storedBefore(ctx context.Context, m *Match, first uint64, n int) ([]match.Record, error) {
+	if err := r.catchUp(ctx, m, nil); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrStore, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if first == 0 || first-1+uint64(n) > uint64(len(m.history)) {
+		return nil, fmt.Errorf("%w: match %s: the batch stored from seq %d is not all in the store", ErrStore, m.id, first)
+	}
+	return slices.Clone(m.history[first-1 : first-1+uint64(n)]), nil
 }
 
 // dropIfEmpty forgets a match created for a post that failed. Called with m.wmu held.

@@ -100,6 +100,21 @@ type Follower interface {
 	Follow(ctx context.Context, id string, after uint64, block time.Duration) ([]match.Record, error)
 }
 
+// KeyedAppender is a store that appends a batch at most once per key: a post retried after an
+// unknown outcome (a primary lost mid-append) finds its first append instead of storing the events
+// twice. AppendKeyed answers a *DuplicateError for a key appended before; FirstSeq looks a key up.
+type KeyedAppender interface {
+	AppendKeyed(ctx context.Context, id, key string, recs []match.Record) error
+	FirstSeq(ctx context.Context, id, key string) (seq uint64, found bool, err error)
+}
+
+// DuplicateError: the key was appended before, its first record as seq First.
+type DuplicateError struct{ First uint64 }
+
+func (e *DuplicateError) Error() string {
+	return fmt.Sprintf("appended before, from seq %d", e.First)
+}
+
 // Announcer is a shared store that pushes the id of each match whose first event was just stored,
 // so other nodes know it at once rather than at their next scan. NewMatches blocks up to block for
 // ids announced after cursor ("" = from now on) and returns them and the cursor to go on from.

@@ -34,9 +34,17 @@ const (
 
 func eventsKey(id string) string { return "matchstream:{" + id + "}:events" }
 
-// appendScript appends ARGV[2..] as seqs ARGV[1], ARGV[1]+1, ... if and only if the stream's last
-// seq is ARGV[1]-1; otherwise it answers CONFLICT <last>.
+// keysKey maps each idempotency key of a match to the seq its batch started at (same slot).
+func keysKey(id string) string { return "matchstream:{" + id + "}:keys" }
+
+// appendScript appends ARGV[3..] as seqs ARGV[1], ARGV[1]+1, ... if and only if the stream's last
+// seq is ARGV[1]-1 (else CONFLICT <last>) and the key ARGV[2], if any, was never appended (else
+// DUPLICATE <first seq>); the key is recorded with the events, atomically.
 var appendScript = goredis.NewScript(`
+if ARGV[2] ~= '' then
+  local was = redis.call('HGET', KEYS[2], ARGV[2])
+  if was then return redis.error_reply('DUPLICATE ' .. was) end
+end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local lastSeq = 0
 if #last > 0 then lastSeq = tonumber(string.match(last[1][1], '^(%d+)')) end
@@ -44,20 +52,21 @@ local first = tonumber(ARGV[1])
 if lastSeq ~= first - 1 then
   return redis.error_reply('CONFLICT ' .. lastSeq)
 end
-for i = 2, #ARGV do
-  redis.call('XADD', KEYS[1], (first + i - 2) .. '-1', 'r', ARGV[i])
+for i = 3, #ARGV do
+  redis.call('XADD', KEYS[1], (first + i - 3) .. '-1', 'r', ARGV[i])
 end
-return #ARGV - 1
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[2], first) end
+return #ARGV - 2
 `)
 
 // Store is a Redis-backed store.Store.
 type Store struct {
 	c goredis.UniversalClient
-	// replicated reads what other nodes appended (Follow) from a replica, when the primary's
-	// appends wait for one: an entry is there only once replicated, so a node never shows its
-	// clients an event that a failover then loses (reading the primary, followers showed entries
-	// WAIT had not confirmed, and after the failover their state was ahead of the store's). It is
-	// c when there is no replica to read.
+	// replicated is where events are read (Follow, Events, NewMatches): a replica, when the
+	// primary's appends wait for one. An entry is there only once replicated, so a node never
+	// takes in, or shows its clients, an event that a failover then loses. (Reading the primary,
+	// followers and read-backs took in entries WAIT had not confirmed, and after a failover the
+	// nodes' state was ahead of the store's.) It is c when there is no replica to read.
 	replicated goredis.UniversalClient
 	// minReplicas: an append is acknowledged only once that many replicas have it (WAIT), so a
 	// failover cannot lose it; waitFor bounds the wait.
@@ -143,11 +152,29 @@ func (s *Store) replicas(ctx context.Context) (int, error) {
 
 // Append implements store.Store.
 func (s *Store) Append(ctx context.Context, id string, recs []match.Record) error {
+	return s.AppendKeyed(ctx, id, "", recs)
+}
+
+// FirstSeq implements store.KeyedAppender.
+func (s *Store) FirstSeq(ctx context.Context, id, key string) (uint64, bool, error) {
+	v, err := s.c.HGet(ctx, keysKey(id), key).Result()
+	if errors.Is(err, goredis.Nil) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("key of %s: %w", id, err)
+	}
+	seq, err := strconv.ParseUint(v, 10, 64)
+	return seq, err == nil, err
+}
+
+// AppendKeyed implements store.KeyedAppender; key "" is a plain Append.
+func (s *Store) AppendKeyed(ctx context.Context, id, key string, recs []match.Record) error {
 	if len(recs) == 0 {
 		return fmt.Errorf("append to %s: no records", id)
 	}
-	args := make([]any, 0, len(recs)+1)
-	args = append(args, recs[0].Seq)
+	args := make([]any, 0, len(recs)+2)
+	args = append(args, recs[0].Seq, key)
 	for i, r := range recs {
 		if r.Seq != recs[0].Seq+uint64(i) {
 			return fmt.Errorf("append to %s: record %d has seq %d: %w", id, i, r.Seq, store.ErrConflict)
@@ -170,7 +197,7 @@ func (s *Store) Append(ctx context.Context, id string, recs []match.Record) erro
 		// not have the script cached.
 		var ran *goredis.Cmd
 		_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
-			ran = appendScript.Eval(ctx, p, []string{eventsKey(id)}, args...)
+			ran = appendScript.Eval(ctx, p, []string{eventsKey(id), keysKey(id)}, args...)
 			replicated = p.Do(ctx, "WAIT", s.minReplicas, s.waitFor.Milliseconds())
 			return nil
 		})
@@ -178,7 +205,11 @@ func (s *Store) Append(ctx context.Context, id string, recs []match.Record) erro
 			err = rerr // the script's own answer (CONFLICT) comes first
 		}
 	} else {
-		err = appendScript.Run(ctx, s.c, []string{eventsKey(id)}, args...).Err()
+		err = appendScript.Run(ctx, s.c, []string{eventsKey(id), keysKey(id)}, args...).Err()
+	}
+	if err != nil && strings.HasPrefix(err.Error(), "DUPLICATE ") {
+		first, _ := strconv.ParseUint(strings.TrimPrefix(err.Error(), "DUPLICATE "), 10, 64)
+		return &store.DuplicateError{First: first}
 	}
 	if err != nil && strings.HasPrefix(err.Error(), "CONFLICT") {
 		return fmt.Errorf("append to %s: last seq is %s, not %d: %w", id, strings.TrimPrefix(err.Error(), "CONFLICT "), recs[0].Seq-1, store.ErrConflict)
@@ -222,7 +253,7 @@ func sentAndLost(err error) bool {
 // NewMatches implements store.Announcer with a blocking XREAD of the new-matches stream.
 func (s *Store) NewMatches(ctx context.Context, cursor string, block time.Duration) ([]string, string, error) {
 	if cursor == "" { // from now on: after the last id announced so far
-		last, err := s.c.XRevRangeN(ctx, newKey, "+", "-", 1).Result()
+		last, err := s.replicated.XRevRangeN(ctx, newKey, "+", "-", 1).Result()
 		if err != nil {
 			return nil, "", fmt.Errorf("new matches: %w", err)
 		}
@@ -231,7 +262,7 @@ func (s *Store) NewMatches(ctx context.Context, cursor string, block time.Durati
 			cursor = last[0].ID
 		}
 	}
-	res, err := s.c.XRead(ctx, &goredis.XReadArgs{Streams: []string{newKey, cursor}, Block: block, Count: 100}).Result()
+	res, err := s.replicated.XRead(ctx, &goredis.XReadArgs{Streams: []string{newKey, cursor}, Block: block, Count: 100}).Result()
 	if errors.Is(err, goredis.Nil) {
 		return nil, cursor, nil
 	}
@@ -270,7 +301,7 @@ func (s *Store) Events(ctx context.Context, id string, from uint64) ([]match.Rec
 	if from == ^uint64(0) {
 		return nil, nil
 	}
-	msgs, err := s.c.XRange(ctx, eventsKey(id), strconv.FormatUint(from+1, 10)+"-1", "+").Result()
+	msgs, err := s.replicated.XRange(ctx, eventsKey(id), strconv.FormatUint(from+1, 10)+"-1", "+").Result()
 	if err != nil {
 		return nil, fmt.Errorf("events of %s: %w", id, err)
 	}
