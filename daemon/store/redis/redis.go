@@ -66,7 +66,9 @@ type Store struct {
 	// primary's appends wait for one. An entry is there only once replicated, so a node never
 	// takes in, or shows its clients, an event that a failover then loses. (Reading the primary,
 	// followers and read-backs took in entries WAIT had not confirmed, and after a failover the
-	// nodes' state was ahead of the store's.) It is c when there is no replica to read.
+	// nodes' state was ahead of the store's.) It is c when there is no replica to read. Open:
+	// go-redis reads the primary when no replica is connected (a primary just promoted, before
+	// any replica has rejoined); a commit stream written after WAIT is the fix (performance.md).
 	replicated goredis.UniversalClient
 	// minReplicas: an append is acknowledged only once that many replicas have it (WAIT), so a
 	// failover cannot lose it; waitFor bounds the wait.
