@@ -71,9 +71,16 @@ func TestFailoverLosesNothingAcknowledged(t *testing.T) {
 	atKill := seq()
 	primary.Stop() // SIGKILL
 	killed := time.Now()
+	// Once the sentinels have promoted the replica, the old primary comes back as its replica:
+	// until then the new primary has no replica, and nothing can be acknowledged.
+	waitUntil(t, "the sentinels to promote the replica", time.Minute, func() bool {
+		a := storetest.MasterAddr(t, sentinels[0], "mymaster")
+		return a != "" && a != primary.Addr()
+	})
+	promoted := time.Since(killed)
+	primary.Restart()
 	waitUntil(t, "the first post after the kill", 90*time.Second, func() bool { return seq() > atKill })
 	firstAfter := time.Since(killed)
-	primary.Start() // it comes back, and the sentinels make it a replica of the new primary
 
 	w := <-watcher
 	if w.err != nil || !bytes.Contains(w.out, []byte("posted 30 events")) {
@@ -101,7 +108,8 @@ func TestFailoverLosesNothingAcknowledged(t *testing.T) {
 		}
 	}
 	retries := strings.Count(string(w.out), "retrying") + strings.Count(string(w.out), "read back")
-	t.Logf("failover: killed at seq %d; first post accepted %s after the kill; watcher retries and read-backs: %d", atKill, firstAfter.Round(10*time.Millisecond), retries)
+	t.Logf("failover: killed at seq %d; replica promoted %s and first post accepted %s after the kill; watcher retries: %d",
+		atKill, promoted.Round(10*time.Millisecond), firstAfter.Round(10*time.Millisecond), retries)
 	for _, l := range strings.Split(string(w.out), "\n") {
 		if strings.Contains(l, "retrying") || strings.Contains(l, "read back") {
 			t.Log("  " + l)

@@ -71,7 +71,10 @@ func (r *Registry) PostOnce(ctx context.Context, id, key string, events []match.
 		keyed = nil
 	}
 	if keyed != nil { // stored before? Then validating it again on top of itself would refuse it
-		first, found, err := keyed.FirstSeq(ctx, id, key)
+		first, found, err := keyed.FirstSeq(ctx, id, key, len(events))
+		if errors.Is(err, store.ErrOutcomeUnknown) {
+			return nil, err // stored, not yet on enough replicas: 504 again
+		}
 		if err != nil {
 			r.dropIfEmpty(m, created)
 			return nil, fmt.Errorf("%w: %w", ErrStore, err)
@@ -101,7 +104,7 @@ func (r *Registry) PostOnce(ctx context.Context, id, key string, events []match.
 			err = r.store.Append(ctx, id, recs)
 		}
 		var dup *store.DuplicateError
-		if errors.As(err, &dup) { // another node took the same retry first
+		if errors.As(err, &dup) { // another node took the same retry first (confirmed)
 			return r.storedBefore(ctx, m, dup.First, len(events))
 		}
 		if r.StoreLatency != nil {

@@ -102,10 +102,11 @@ type Follower interface {
 
 // KeyedAppender is a store that appends a batch at most once per key: a post retried after an
 // unknown outcome (a primary lost mid-append) finds its first append instead of storing the events
-// twice. AppendKeyed answers a *DuplicateError for a key appended before; FirstSeq looks a key up.
+// twice. AppendKeyed answers a *DuplicateError for a key appended before; FirstSeq looks up a key
+// whose batch has n records.
 type KeyedAppender interface {
 	AppendKeyed(ctx context.Context, id, key string, recs []match.Record) error
-	FirstSeq(ctx context.Context, id, key string) (seq uint64, found bool, err error)
+	FirstSeq(ctx context.Context, id, key string, n int) (seq uint64, found bool, err error)
 }
 
 // DuplicateError: the key was appended before, its first record as seq First.

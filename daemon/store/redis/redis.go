@@ -34,12 +34,24 @@ const (
 
 func eventsKey(id string) string { return "matchstream:{" + id + "}:events" }
 
+// commitsKey is a match's commit stream: entry "<seq>-1" says every event up to seq is on enough
+// replicas (WAIT confirmed it). With --store-min-replicas, readers see events up to the last
+// commit only, whatever server answers them: an event a failover can still lose is never taken
+// in by a node nor shown to a client. A match without the stream (written without WAIT) is
+// read whole.
+func commitsKey(id string) string { return "matchstream:{" + id + "}:commits" }
+
+// nonceKey is written to confirm, with WAIT, that earlier writes reached the replicas.
+func nonceKey(id string) string { return "matchstream:{" + id + "}:nonce" }
+
 // keysKey maps each idempotency key of a match to the seq its batch started at (same slot).
 func keysKey(id string) string { return "matchstream:{" + id + "}:keys" }
 
-// appendScript appends ARGV[3..] as seqs ARGV[1], ARGV[1]+1, ... if and only if the stream's last
+// appendScript appends ARGV[4..] as seqs ARGV[1], ARGV[1]+1, ... if and only if the stream's last
 // seq is ARGV[1]-1 (else CONFLICT <last>) and the key ARGV[2], if any, was never appended (else
-// DUPLICATE <first seq>); the key is recorded with the events, atomically.
+// DUPLICATE <first seq>); the key is recorded with the events, atomically. With ARGV[3] = 1 (the
+// appends wait for replicas) a match without a commit stream gets one, committed up to the events
+// it had: the new ones are committed only once WAIT confirms them.
 var appendScript = goredis.NewScript(`
 if ARGV[2] ~= '' then
   local was = redis.call('HGET', KEYS[2], ARGV[2])
@@ -52,24 +64,19 @@ local first = tonumber(ARGV[1])
 if lastSeq ~= first - 1 then
   return redis.error_reply('CONFLICT ' .. lastSeq)
 end
-for i = 3, #ARGV do
-  redis.call('XADD', KEYS[1], (first + i - 3) .. '-1', 'r', ARGV[i])
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('XADD', KEYS[3], lastSeq .. '-1', 's', lastSeq)
+end
+for i = 4, #ARGV do
+  redis.call('XADD', KEYS[1], (first + i - 4) .. '-1', 'r', ARGV[i])
 end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[2], first) end
-return #ARGV - 2
+return #ARGV - 3
 `)
 
 // Store is a Redis-backed store.Store.
 type Store struct {
 	c goredis.UniversalClient
-	// replicated is where events are read (Follow, Events, NewMatches): a replica, when the
-	// primary's appends wait for one. An entry is there only once replicated, so a node never
-	// takes in, or shows its clients, an event that a failover then loses. (Reading the primary,
-	// followers and read-backs took in entries WAIT had not confirmed, and after a failover the
-	// nodes' state was ahead of the store's.) It is c when there is no replica to read. Open:
-	// go-redis reads the primary when no replica is connected (a primary just promoted, before
-	// any replica has rejoined); a commit stream written after WAIT is the fix (performance.md).
-	replicated goredis.UniversalClient
 	// minReplicas: an append is acknowledged only once that many replicas have it (WAIT), so a
 	// failover cannot lose it; waitFor bounds the wait.
 	minReplicas int
@@ -104,7 +111,7 @@ func OpenWith(ctx context.Context, raw string, cfg Config) (*Store, error) {
 	// concurrent matches besides the posts. One XREAD over all streams is the next step.
 	opts.PoolSize = 128
 	c := goredis.NewUniversalClient(opts)
-	s := &Store{c: c, replicated: c, minReplicas: cfg.MinReplicas, waitFor: cfg.ReplicaTimeout}
+	s := &Store{c: c, minReplicas: cfg.MinReplicas, waitFor: cfg.ReplicaTimeout}
 	if s.waitFor <= 0 {
 		s.waitFor = 2 * time.Second
 	}
@@ -126,11 +133,6 @@ func OpenWith(ctx context.Context, raw string, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("store %s: %w", store.Shown(raw), err)
 		}
 		s.minReplicas = min(n, 1)
-	}
-	if s.minReplicas > 0 && opts.MasterName != "" {
-		fo := opts.Failover()
-		fo.ReplicaOnly = true
-		s.replicated = goredis.NewFailoverClient(fo)
 	}
 	return s, nil
 }
@@ -157,8 +159,9 @@ func (s *Store) Append(ctx context.Context, id string, recs []match.Record) erro
 	return s.AppendKeyed(ctx, id, "", recs)
 }
 
-// FirstSeq implements store.KeyedAppender.
-func (s *Store) FirstSeq(ctx context.Context, id, key string) (uint64, bool, error) {
+// FirstSeq implements store.KeyedAppender: a batch of n found under key is confirmed on the
+// replicas first (its post may have got 504), so it is readable.
+func (s *Store) FirstSeq(ctx context.Context, id, key string, n int) (uint64, bool, error) {
 	v, err := s.c.HGet(ctx, keysKey(id), key).Result()
 	if errors.Is(err, goredis.Nil) {
 		return 0, false, nil
@@ -167,7 +170,62 @@ func (s *Store) FirstSeq(ctx context.Context, id, key string) (uint64, bool, err
 		return 0, false, fmt.Errorf("key of %s: %w", id, err)
 	}
 	seq, err := strconv.ParseUint(v, 10, 64)
-	return seq, err == nil, err
+	if err != nil {
+		return 0, false, fmt.Errorf("key of %s: %w", id, err)
+	}
+	if err := s.confirm(ctx, id, seq+uint64(n)-1); err != nil {
+		return 0, false, fmt.Errorf("key of %s: %w", id, err)
+	}
+	return seq, true, nil
+}
+
+// commit records that every event of match id up to seq is on enough replicas. A commit that is
+// lost (the primary dies before it replicates) is harmless: its events were confirmed, and a later
+// commit or a confirm covers them. One that comes after a higher one is refused by Redis (its ID
+// is smaller) and not needed.
+func (s *Store) commit(ctx context.Context, id string, seq uint64) {
+	if s.minReplicas > 0 {
+		s.c.XAdd(ctx, &goredis.XAddArgs{Stream: commitsKey(id), ID: strconv.FormatUint(seq, 10) + "-1", Values: []any{"s", seq}})
+	}
+}
+
+// confirm makes sure events up to seq, written earlier perhaps by another connection, are on
+// enough replicas, then commits them: a write of our own and WAIT on the same connection
+// (replication is in order, so a replica that has it has everything before it).
+func (s *Store) confirm(ctx context.Context, id string, seq uint64) error {
+	if s.minReplicas <= 0 {
+		return nil
+	}
+	var waited *goredis.Cmd
+	if _, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		p.Incr(ctx, nonceKey(id))
+		waited = p.Do(ctx, "WAIT", s.minReplicas, s.waitFor.Milliseconds())
+		return nil
+	}); err != nil {
+		return fmt.Errorf("confirming seq %d: %w", seq, err)
+	}
+	if n, _ := waited.Int(); n < s.minReplicas {
+		return fmt.Errorf("%d of %d replicas after %s: %w", n, s.minReplicas, s.waitFor, store.ErrOutcomeUnknown)
+	}
+	s.commit(ctx, id, seq)
+	return nil
+}
+
+// committed is the last seq of match id readers may see; all: the match has no commit stream
+// (written without WAIT), every event is readable.
+func (s *Store) committed(ctx context.Context, id string) (seq uint64, all bool, err error) {
+	if s.minReplicas <= 0 {
+		return 0, true, nil
+	}
+	last, err := s.c.XRevRangeN(ctx, commitsKey(id), "+", "-", 1).Result()
+	if err != nil {
+		return 0, false, fmt.Errorf("commits of %s: %w", id, err)
+	}
+	if len(last) == 0 {
+		return 0, true, nil
+	}
+	seq, err = strconv.ParseUint(strings.TrimSuffix(last[0].ID, "-1"), 10, 64)
+	return seq, false, err
 }
 
 // AppendKeyed implements store.KeyedAppender; key "" is a plain Append.
@@ -175,8 +233,12 @@ func (s *Store) AppendKeyed(ctx context.Context, id, key string, recs []match.Re
 	if len(recs) == 0 {
 		return fmt.Errorf("append to %s: no records", id)
 	}
-	args := make([]any, 0, len(recs)+2)
-	args = append(args, recs[0].Seq, key)
+	waiting := "0"
+	if s.minReplicas > 0 {
+		waiting = "1"
+	}
+	args := make([]any, 0, len(recs)+3)
+	args = append(args, recs[0].Seq, key, waiting)
 	for i, r := range recs {
 		if r.Seq != recs[0].Seq+uint64(i) {
 			return fmt.Errorf("append to %s: record %d has seq %d: %w", id, i, r.Seq, store.ErrConflict)
@@ -199,7 +261,7 @@ func (s *Store) AppendKeyed(ctx context.Context, id, key string, recs []match.Re
 		// not have the script cached.
 		var ran *goredis.Cmd
 		_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
-			ran = appendScript.Eval(ctx, p, []string{eventsKey(id), keysKey(id)}, args...)
+			ran = appendScript.Eval(ctx, p, []string{eventsKey(id), keysKey(id), commitsKey(id)}, args...)
 			replicated = p.Do(ctx, "WAIT", s.minReplicas, s.waitFor.Milliseconds())
 			return nil
 		})
@@ -207,10 +269,14 @@ func (s *Store) AppendKeyed(ctx context.Context, id, key string, recs []match.Re
 			err = rerr // the script's own answer (CONFLICT) comes first
 		}
 	} else {
-		err = appendScript.Run(ctx, s.c, []string{eventsKey(id), keysKey(id)}, args...).Err()
+		err = appendScript.Run(ctx, s.c, []string{eventsKey(id), keysKey(id), commitsKey(id)}, args...).Err()
 	}
 	if err != nil && strings.HasPrefix(err.Error(), "DUPLICATE ") {
 		first, _ := strconv.ParseUint(strings.TrimPrefix(err.Error(), "DUPLICATE "), 10, 64)
+		// Stored before, perhaps never confirmed (its post got 504): confirm it now.
+		if err := s.confirm(ctx, id, first+uint64(len(recs))-1); err != nil {
+			return fmt.Errorf("append to %s: %w", id, err)
+		}
 		return &store.DuplicateError{First: first}
 	}
 	if err != nil && strings.HasPrefix(err.Error(), "CONFLICT") {
@@ -228,6 +294,7 @@ func (s *Store) AppendKeyed(ctx context.Context, id, key string, recs []match.Re
 			return fmt.Errorf("append to %s: stored on the primary, but %d of %d replicas have it after %s: %w",
 				id, n, s.minReplicas, s.waitFor, store.ErrOutcomeUnknown)
 		}
+		s.commit(ctx, id, recs[len(recs)-1].Seq)
 	}
 	if recs[0].Seq == 1 {
 		// Best effort, after the append: a lost push delays the others' discovery until their next
@@ -255,7 +322,7 @@ func sentAndLost(err error) bool {
 // NewMatches implements store.Announcer with a blocking XREAD of the new-matches stream.
 func (s *Store) NewMatches(ctx context.Context, cursor string, block time.Duration) ([]string, string, error) {
 	if cursor == "" { // from now on: after the last id announced so far
-		last, err := s.replicated.XRevRangeN(ctx, newKey, "+", "-", 1).Result()
+		last, err := s.c.XRevRangeN(ctx, newKey, "+", "-", 1).Result()
 		if err != nil {
 			return nil, "", fmt.Errorf("new matches: %w", err)
 		}
@@ -264,7 +331,7 @@ func (s *Store) NewMatches(ctx context.Context, cursor string, block time.Durati
 			cursor = last[0].ID
 		}
 	}
-	res, err := s.replicated.XRead(ctx, &goredis.XReadArgs{Streams: []string{newKey, cursor}, Block: block, Count: 100}).Result()
+	res, err := s.c.XRead(ctx, &goredis.XReadArgs{Streams: []string{newKey, cursor}, Block: block, Count: 100}).Result()
 	if errors.Is(err, goredis.Nil) {
 		return nil, cursor, nil
 	}
@@ -303,7 +370,16 @@ func (s *Store) Events(ctx context.Context, id string, from uint64) ([]match.Rec
 	if from == ^uint64(0) {
 		return nil, nil
 	}
-	msgs, err := s.replicated.XRange(ctx, eventsKey(id), strconv.FormatUint(from+1, 10)+"-1", "+").Result()
+	end := "+"
+	if upTo, all, err := s.committed(ctx, id); err != nil {
+		return nil, err
+	} else if !all {
+		if upTo <= from {
+			return nil, nil
+		}
+		end = strconv.FormatUint(upTo, 10) + "-1"
+	}
+	msgs, err := s.c.XRange(ctx, eventsKey(id), strconv.FormatUint(from+1, 10)+"-1", end).Result()
 	if err != nil {
 		return nil, fmt.Errorf("events of %s: %w", id, err)
 	}
@@ -336,17 +412,36 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // Close implements store.Store.
-func (s *Store) Close() error {
-	if s.replicated != s.c {
-		s.replicated.Close()
+func (s *Store) Close() error { return s.c.Close() }
+
+// followCommits follows match id's commit stream: it blocks until a commit past after, then reads
+// the events up to it (Events bounds them by the last commit).
+func (s *Store) followCommits(ctx context.Context, id string, after uint64, block time.Duration) ([]match.Record, error) {
+	if _, all, err := s.committed(ctx, id); err != nil {
+		return nil, fmt.Errorf("follow %s: %w", id, err)
+	} else if all { // no commit stream yet: written without WAIT so far
+		if recs, err := s.Events(ctx, id, after); err != nil || len(recs) > 0 {
+			return recs, err
+		}
 	}
-	return s.c.Close()
+	_, err := s.c.XRead(ctx, &goredis.XReadArgs{Streams: []string{commitsKey(id), strconv.FormatUint(after, 10) + "-1"},
+		Count: 1, Block: block}).Result()
+	if errors.Is(err, goredis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("follow %s: %w", id, err)
+	}
+	return s.Events(ctx, id, after)
 }
 
 // Follow implements store.Follower with a blocking XREAD from the entry after seq after: a node that
 // blips loses nothing, it reads on from where it was.
 func (s *Store) Follow(ctx context.Context, id string, after uint64, block time.Duration) ([]match.Record, error) {
-	res, err := s.replicated.XRead(ctx, &goredis.XReadArgs{Streams: []string{eventsKey(id), strconv.FormatUint(after, 10) + "-1"},
+	if s.minReplicas > 0 {
+		return s.followCommits(ctx, id, after, block)
+	}
+	res, err := s.c.XRead(ctx, &goredis.XReadArgs{Streams: []string{eventsKey(id), strconv.FormatUint(after, 10) + "-1"},
 		Count: 1000, Block: block}).Result()
 	if errors.Is(err, goredis.Nil) {
 		return nil, nil

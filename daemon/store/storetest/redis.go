@@ -166,3 +166,30 @@ func StartSentinel(t testing.TB, primary *Redis, name string, quorum int) *Redis
 	t.Cleanup(r.Stop)
 	return r
 }
+
+// MasterAddr asks a sentinel for the address of the primary it knows under name ("" if none).
+func MasterAddr(t testing.TB, sentinel, name string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", sentinel, time.Second)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "SENTINEL get-master-addr-by-name %s\r\n", name)
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	r := bufio.NewReader(c)
+	var parts []string
+	for range 5 {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			break
+		}
+		if l = strings.TrimSpace(l); !strings.HasPrefix(l, "*") && !strings.HasPrefix(l, "$") {
+			parts = append(parts, l)
+		}
+	}
+	if len(parts) != 2 {
+		return ""
+	}
+	return parts[0] + ":" + parts[1]
+}
