@@ -5,7 +5,11 @@
 // match lives in one Cluster slot; the set of match ids is a separate key.
 //
 // Durability is Redis's own: with appendonly yes and appendfsync always (or everysec, accepting
-// up to a second), an acknowledged append survives a Redis restart.
+// up to a second), an acknowledged append survives a Redis restart. With replicas (MinReplicas),
+// an append is acknowledged only once WAIT confirms it, and readers see events only up to the
+// match's commit stream, so a failover cannot take back what a node has shown; an idempotency key
+// kept with each batch makes a retry after an unknown outcome find its batch instead of storing
+// it twice. url.go has the URL forms.
 package redis
 
 import (
