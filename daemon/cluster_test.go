@@ -6,9 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -193,25 +191,6 @@ func shutdownAll(t *testing.T, servers ...*Server) {
 		})
 	}
 	wg.Wait()
-}
-
-// postKeyed posts body under an idempotency key and returns the seqs it was answered with.
-func postKeyed(t *testing.T, s *Server, id, key, body string) []uint64 {
-	t.Helper()
-	req, _ := http.NewRequest("POST", s.testURL("/matches/"+id+"/events"), strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer tok")
-	req.Header.Set("Idempotency-Key", key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var res struct{ Seqs []uint64 }
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 201 || json.Unmarshal(b, &res) != nil {
-		t.Fatalf("POST under key %s: %d %s", key, resp.StatusCode, b)
-	}
-	return res.Seqs
 }
 
 // A batch posted again under its idempotency key (a retry after a 504), to the same node or to

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -57,19 +58,28 @@ func (s *Server) testURL(path string) string {
 	return "http://" + api.String() + path
 }
 
-func post(t *testing.T, s *Server, id, body string) {
+func post(t testing.TB, s *Server, id, body string) { t.Helper(); postKeyed(t, s, id, "", body) }
+
+// postKeyed posts body, under an idempotency key if key is not "", and returns the seqs it was
+// answered with; anything but 201 fails the test.
+func postKeyed(t testing.TB, s *Server, id, key, body string) []uint64 {
 	t.Helper()
 	req, _ := http.NewRequest("POST", s.testURL("/matches/"+id+"/events"), strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer tok")
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer resp.Body.Close()
+	var res struct{ Seqs []uint64 }
 	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 && resp.StatusCode != 201 {
-		t.Fatalf("POST %s: %d %s", id, resp.StatusCode, b)
+	if resp.StatusCode != 201 || json.Unmarshal(b, &res) != nil {
+		t.Fatalf("POST %s (key %q): %d %s", id, key, resp.StatusCode, b)
 	}
+	return res.Seqs
 }
 
 // sample is the original's sample match in our event format: its start, and the rest as one body.

@@ -360,9 +360,17 @@ func (s *Store) Matches(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list matches: %w", err)
 	}
+	// One pipeline, not a round trip per match: the listings discover through it on every request.
+	lens := make([]*goredis.IntCmd, len(ids))
+	s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, id := range ids {
+			lens[i] = p.XLen(ctx, eventsKey(id))
+		}
+		return nil
+	})
 	out := ids[:0]
-	for _, id := range ids { // a match whose first append failed has no events: not a match
-		if n, err := s.c.XLen(ctx, eventsKey(id)).Result(); err == nil && n > 0 {
+	for i, id := range ids { // a match whose first append failed has no events: not a match
+		if n, err := lens[i].Result(); err == nil && n > 0 {
 			out = append(out, id)
 		}
 	}
@@ -383,6 +391,11 @@ func (s *Store) Events(ctx context.Context, id string, from uint64) ([]match.Rec
 		}
 		end = strconv.FormatUint(upTo, 10) + "-1"
 	}
+	return s.between(ctx, id, from, end)
+}
+
+// between reads match id's events after seq from, up to the entry ID end ("+": the last).
+func (s *Store) between(ctx context.Context, id string, from uint64, end string) ([]match.Record, error) {
 	msgs, err := s.c.XRange(ctx, eventsKey(id), strconv.FormatUint(from+1, 10)+"-1", end).Result()
 	if err != nil {
 		return nil, fmt.Errorf("events of %s: %w", id, err)
@@ -421,22 +434,30 @@ func (s *Store) Close() error { return s.c.Close() }
 // followCommits follows match id's commit stream: it blocks until a commit past after, then reads
 // the events up to it (Events bounds them by the last commit).
 func (s *Store) followCommits(ctx context.Context, id string, after uint64, block time.Duration) ([]match.Record, error) {
-	if _, all, err := s.committed(ctx, id); err != nil {
+	upTo, all, err := s.committed(ctx, id)
+	switch {
+	case err != nil:
 		return nil, fmt.Errorf("follow %s: %w", id, err)
-	} else if all { // no commit stream yet: written without WAIT so far
-		if recs, err := s.Events(ctx, id, after); err != nil || len(recs) > 0 {
+	case all: // no commit stream yet: written without WAIT so far
+		if recs, err := s.between(ctx, id, after, "+"); err != nil || len(recs) > 0 {
 			return recs, err
 		}
+	case upTo > after: // committed already: no need to wait
+		return s.between(ctx, id, after, strconv.FormatUint(upTo, 10)+"-1")
 	}
-	_, err := s.c.XRead(ctx, &goredis.XReadArgs{Streams: []string{commitsKey(id), strconv.FormatUint(after, 10) + "-1"},
-		Count: 1, Block: block}).Result()
+	res, err := s.c.XRead(ctx, &goredis.XReadArgs{Streams: []string{commitsKey(id), strconv.FormatUint(after, 10) + "-1"},
+		Count: 100, Block: block}).Result()
 	if errors.Is(err, goredis.Nil) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("follow %s: %w", id, err)
 	}
-	return s.Events(ctx, id, after)
+	if len(res) == 0 || len(res[0].Messages) == 0 {
+		return nil, nil
+	}
+	msgs := res[0].Messages
+	return s.between(ctx, id, after, msgs[len(msgs)-1].ID) // the newest commit read
 }
 
 // Follow implements store.Follower with a blocking XREAD from the entry after seq after: a node that

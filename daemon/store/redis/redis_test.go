@@ -18,10 +18,15 @@ import (
 
 func TestConformance(t *testing.T) {
 	url := storetest.RedisServer(t)
+	conformance(t, func(db int) string { return strings.TrimSuffix(url, "/0") + fmt.Sprintf("/%d", db) })
+}
+
+// conformance runs the store suite, every subtest on a fresh database (urlOf names it).
+func conformance(t *testing.T, urlOf func(db int) string) {
 	db := 0
 	storetest.Run(t, func(t *testing.T) (store.Store, func() store.Store) {
-		db++ // every subtest on a fresh database of the same server
-		u := strings.TrimSuffix(url, "/0") + fmt.Sprintf("/%d", db)
+		db++
+		u := urlOf(db)
 		open := func() store.Store {
 			s, err := redis.Open(context.Background(), u)
 			if err != nil {
@@ -88,19 +93,8 @@ func TestConformanceThroughSentinel(t *testing.T) {
 	primary := storetest.StartRedis(t)
 	storetest.StartReplica(t, primary)
 	sentinel := storetest.StartSentinel(t, primary, "mymaster", 1)
-	db := 0
-	storetest.Run(t, func(t *testing.T) (store.Store, func() store.Store) {
-		db++
-		u := fmt.Sprintf("redis+sentinel://%s/%d?master_name=mymaster", sentinel.Addr(), db)
-		open := func() store.Store {
-			s, err := redis.Open(context.Background(), u)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { s.Close() })
-			return s
-		}
-		return open(), open
+	conformance(t, func(db int) string {
+		return fmt.Sprintf("redis+sentinel://%s/%d?master_name=mymaster", sentinel.Addr(), db)
 	})
 }
 
