@@ -434,30 +434,22 @@ func (s *Store) Close() error { return s.c.Close() }
 // followCommits follows match id's commit stream: it blocks until a commit past after, then reads
 // the events up to it (Events bounds them by the last commit).
 func (s *Store) followCommits(ctx context.Context, id string, after uint64, block time.Duration) ([]match.Record, error) {
-	upTo, all, err := s.committed(ctx, id)
-	switch {
-	case err != nil:
+	if _, all, err := s.committed(ctx, id); err != nil {
 		return nil, fmt.Errorf("follow %s: %w", id, err)
-	case all: // no commit stream yet: written without WAIT so far
-		if recs, err := s.between(ctx, id, after, "+"); err != nil || len(recs) > 0 {
+	} else if all { // no commit stream yet: written without WAIT so far
+		if recs, err := s.Events(ctx, id, after); err != nil || len(recs) > 0 {
 			return recs, err
 		}
-	case upTo > after: // committed already: no need to wait
-		return s.between(ctx, id, after, strconv.FormatUint(upTo, 10)+"-1")
 	}
-	res, err := s.c.XRead(ctx, &goredis.XReadArgs{Streams: []string{commitsKey(id), strconv.FormatUint(after, 10) + "-1"},
-		Count: 100, Block: block}).Result()
+	_, err := s.c.XRead(ctx, &goredis.XReadArgs{Streams: []string{commitsKey(id), strconv.FormatUint(after, 10) + "-1"},
+		Count: 1, Block: block}).Result()
 	if errors.Is(err, goredis.Nil) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("follow %s: %w", id, err)
 	}
-	if len(res) == 0 || len(res[0].Messages) == 0 {
-		return nil, nil
-	}
-	msgs := res[0].Messages
-	return s.between(ctx, id, after, msgs[len(msgs)-1].ID) // the newest commit read
+	return s.Events(ctx, id, after)
 }
 
 // Follow implements store.Follower with a blocking XREAD from the entry after seq after: a node that
