@@ -15,6 +15,7 @@ import (
 
 	"matchstream/daemon/daemontest"
 	"matchstream/daemon/protocol"
+	"matchstream/daemon/store/redis"
 	"matchstream/daemon/store/storetest"
 )
 
@@ -221,4 +222,38 @@ func TestIdempotentPosts(t *testing.T) {
 	if len(recs) != 4 {
 		t.Fatalf("the store has %d events, want 4 (start, two, stop): nothing twice", len(recs))
 	}
+}
+
+// A Redis that comes back without its data (restarted with none) loses nothing the nodes had
+// shown: they write the match back once they reach it again, a client of another node stays
+// connected, and the rest of the match reaches it exactly once.
+func TestStoreLostIsWrittenBack(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	rd := storetest.StartRedis(t)
+	id := daemontest.SampleID
+	lines, v3 := daemontest.SampleLines(t)
+	a, b := clusterNode(t, rd.URL, "a"), clusterNode(t, rd.URL, "b")
+	post(t, a, id, "["+strings.Join(lines[:12], ",")+"]")
+	_, streams := b.Addrs()
+	c := daemontest.Dial(t, streams[0].String(), "VERSION:3:CONNECT:r:MATCH:"+id+":FROM:0\r\n", true)
+	waitFor(t, "1 subscriber on B", func() bool { return subscribersOf(b, id) == 1 })
+	rd.Lose()
+	st, err := redis.Open(ctx, rd.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	waitFor(t, "the nodes to write the match back", func() bool {
+		evs, err := st.Events(ctx, id, 0)
+		return err == nil && len(evs) == 12
+	})
+	post(t, a, id, "["+strings.Join(lines[12:], ",")+"]")
+	if got, want := c.Wait(t), bytes.Join(v3, nil); !bytes.Equal(got, want) {
+		t.Fatalf("B's client got\n%s\nwant\n%s", got, want)
+	}
+	if n := a.reg.WrittenBack.Load() + b.reg.WrittenBack.Load(); n != 12 {
+		t.Fatalf("the nodes wrote back %d events, want the 12 the store lost, once", n)
+	}
+	shutdownAll(t, a, b)
 }

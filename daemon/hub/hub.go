@@ -281,6 +281,18 @@ func (h *Hub) Close() {
 	}
 }
 
+// Cut disconnects every subscriber now and goes on taking new ones: they were shown a history the
+// match no longer has, and reconnect to the one it has.
+func (h *Hub) Cut() {
+	h.mu.Lock()
+	subs := h.dropAllLocked()
+	h.closed = false
+	h.mu.Unlock()
+	for _, s := range subs {
+		s.close()
+	}
+}
+
 // Leave removes the subscriber (its client went away) and closes its connection.
 func (s *Subscriber) Leave() {
 	h := s.hub

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"matchstream/daemon/match"
 	"matchstream/daemon/store"
 )
 
@@ -20,6 +21,8 @@ func (r *Registry) Follow(ctx context.Context, f store.Follower, every time.Dura
 		go func() { defer wg.Done(); r.watchNew(ctx, n) }()
 	}
 	following := map[string]bool{}
+	incarnation := ""
+	r.checkIncarnation(ctx, &incarnation)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	ids, err := r.store.Matches(ctx)
@@ -53,8 +56,32 @@ func (r *Registry) Follow(ctx context.Context, f store.Follower, every time.Dura
 			if ids, err = r.store.Matches(ctx); err != nil && ctx.Err() == nil {
 				r.log.Warn("store: listing matches", "err", err)
 			}
+			r.checkIncarnation(ctx, &incarnation)
 		}
 	}
+}
+
+// checkIncarnation checks every match against the store when the store's incarnation differs from
+// *seen (it restarted or failed over, and may have lost events), and records it.
+func (r *Registry) checkIncarnation(ctx context.Context, seen *string) {
+	inc, ok := r.store.(store.Incarnation)
+	if !ok {
+		return
+	}
+	cur, err := inc.Incarnation(ctx)
+	if err != nil || cur == *seen {
+		return
+	}
+	if *seen != "" {
+		r.log.Warn("store: restarted or failed over; checking it has every event this node has")
+		for _, m := range r.snapshot() {
+			if err := r.Check(ctx, m.id); err != nil && ctx.Err() == nil {
+				r.log.Warn("store: checking a match", "match", m.id, "err", err)
+				return // seen stays as it was: the next tick checks again
+			}
+		}
+	}
+	*seen = cur
 }
 
 // watchNew discovers each match another node starts as soon as its start is stored, from the ids
@@ -87,12 +114,23 @@ func (r *Registry) watchNew(ctx context.Context, n store.Announcer) {
 
 func (r *Registry) follow(ctx context.Context, f store.Follower, m *Match) {
 	backoff := 100 * time.Millisecond
+	// check: the store failed since the last look, so it may be back with less than this node has
+	// (a restart without its data, a failover): a follower would wait for seqs it already has.
+	check := false
 	for ctx.Err() == nil {
+		var err error
+		if check {
+			err = r.Check(ctx, m.id)
+		}
 		after, ended := m.lastSeq()
 		if ended {
 			return
 		}
-		recs, err := f.Follow(ctx, m.id, after, 2*time.Second)
+		var recs []match.Record
+		if err == nil {
+			check = false
+			recs, err = f.Follow(ctx, m.id, after, 2*time.Second)
+		}
 		if err == nil && len(recs) > 0 {
 			err = r.Ingest(ctx, m.id, recs)
 		}
@@ -109,6 +147,7 @@ func (r *Registry) follow(ctx context.Context, f store.Follower, m *Match) {
 				return
 			}
 			backoff = min(2*backoff, 5*time.Second)
+			check = true
 			continue
 		}
 		backoff = 100 * time.Millisecond

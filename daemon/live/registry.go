@@ -53,6 +53,9 @@ type Registry struct {
 	StoreLatency   hub.Observer
 	// LongPolls counts long-poll requests waiting for an event.
 	LongPolls atomic.Int64
+	// WrittenBack counts events this node wrote back to a shared store that had lost them;
+	// Diverged, the matches whose history this node found different in the store (repair.go).
+	WrittenBack, Diverged atomic.Int64
 
 	writes writeHealth
 

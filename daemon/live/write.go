@@ -112,6 +112,12 @@ func (r *Registry) PostOnce(ctx context.Context, id, key string, events []match.
 		}
 		r.writes.record(t0, err)
 		if errors.Is(err, store.ErrConflict) && attempt < 3 {
+			if ce := new(store.ConflictError); errors.As(err, &ce) && ce.Last < m.state.Seq {
+				// Not another writer first: the store is behind this node (it lost events).
+				if rerr := r.repair(ctx, m); rerr != nil {
+					return nil, fmt.Errorf("%w: %w", ErrStore, rerr)
+				}
+			}
 			// Another node appended first: take its events, then validate ours again on top.
 			if cerr := r.catchUp(ctx, m, nil); cerr != nil {
 				return nil, fmt.Errorf("%w: %w", ErrStore, cerr)
@@ -186,7 +192,7 @@ func (r *Registry) catchUp(ctx context.Context, m *Match, recs []match.Record) e
 		}
 	}
 	if len(fresh) == 0 || fresh[0].Seq != m.state.Seq+1 {
-		all, err := r.store.Events(ctx, m.id, m.state.Seq)
+		all, err := r.readOn(ctx, m)
 		if err != nil {
 			return fmt.Errorf("catch up %s: %w", m.id, err)
 		}

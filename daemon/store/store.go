@@ -21,6 +21,20 @@ import (
 // writer appended in between. The caller reloads and retries or reports it.
 var ErrConflict = errors.New("sequence conflict")
 
+// ConflictError is the ErrConflict of an append whose first seq was not the store's last + 1: Last
+// is the store's last seq. A Last below the writer's own last means the store is behind the writer
+// (a shared store that lost events it had acknowledged), not that another writer came first.
+type ConflictError struct {
+	ID         string
+	Last, Want uint64 // Want: the seq the append started at
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("append to %s: the store's last seq is %d, the append starts at %d: %v", e.ID, e.Last, e.Want, ErrConflict)
+}
+
+func (e *ConflictError) Unwrap() error { return ErrConflict }
+
 // ErrOutcomeUnknown is returned by Append when the store may have applied the append but did not
 // say so (a shared store that stopped answering mid-command). Retrying blindly could store the
 // events twice; the caller must look at the match's events first.
@@ -44,6 +58,9 @@ type Store interface {
 func CheckAppend(id string, last uint64, recs []match.Record) error {
 	if len(recs) == 0 {
 		return fmt.Errorf("append to %s: no records", id)
+	}
+	if recs[0].Seq != last+1 {
+		return &ConflictError{ID: id, Last: last, Want: recs[0].Seq}
 	}
 	for i, r := range recs {
 		if r.Seq != last+1+uint64(i) {
@@ -121,6 +138,13 @@ func (e *DuplicateError) Error() string {
 // ids announced after cursor ("" = from now on) and returns them and the cursor to go on from.
 type Announcer interface {
 	NewMatches(ctx context.Context, cursor string, block time.Duration) (ids []string, next string, err error)
+}
+
+// Incarnation is a shared store that can say when it may have come back with less than it
+// acknowledged: Incarnation changes whenever the server that answers does (a restart, a
+// failover). The registry then checks its matches against the store (live.Registry.Check).
+type Incarnation interface {
+	Incarnation(ctx context.Context) (string, error)
 }
 
 // NodeLoad is what a node tells the others about itself: where clients reach it and how loaded

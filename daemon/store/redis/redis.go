@@ -20,7 +20,9 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -283,8 +285,19 @@ func (s *Store) AppendKeyed(ctx context.Context, id, key string, recs []match.Re
 		}
 		return &store.DuplicateError{First: first}
 	}
-	if err != nil && strings.HasPrefix(err.Error(), "CONFLICT") {
-		return fmt.Errorf("append to %s: last seq is %s, not %d: %w", id, strings.TrimPrefix(err.Error(), "CONFLICT "), recs[0].Seq-1, store.ErrConflict)
+	if err != nil && strings.HasPrefix(err.Error(), "CONFLICT ") {
+		last, _ := strconv.ParseUint(strings.TrimPrefix(err.Error(), "CONFLICT "), 10, 64)
+		if last >= recs[0].Seq {
+			// Ahead of the writer: perhaps with events whose append got 504 and so are not
+			// committed, which the writer cannot read to catch up. They are on the primary and
+			// readers may be shown them now, once confirmed on the replicas.
+			if err := s.confirm(ctx, id, last); err != nil {
+				// Nothing of this append was stored: not an unknown outcome, and not a conflict
+				// the writer could resolve by reading. It may be posted again.
+				return fmt.Errorf("append to %s: the store has events up to seq %d not yet on enough replicas: %v", id, last, err)
+			}
+		}
+		return &store.ConflictError{ID: id, Last: last, Want: recs[0].Seq}
 	}
 	if err != nil && sentAndLost(err) {
 		// The script was sent and no answer came: Redis may have run it.
@@ -426,6 +439,39 @@ func (s *Store) Ping(ctx context.Context) error {
 		return errors.Join(errors.New("redis does not answer"), err)
 	}
 	return nil
+}
+
+// Incarnation implements store.Incarnation: the run_id of the primary (of each primary, for a
+// Cluster), which a restart or a failover changes; go-redis retries a command on the new server
+// without telling, so a follower's blocking read does not.
+func (s *Store) Incarnation(ctx context.Context) (string, error) {
+	runID := func(ctx context.Context, c goredis.Cmdable) (string, error) {
+		info, err := c.Info(ctx, "server").Result()
+		if err != nil {
+			return "", fmt.Errorf("server info: %w", err)
+		}
+		for _, l := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "run_id:"); ok {
+				return v, nil
+			}
+		}
+		return "", errors.New("server info: no run_id")
+	}
+	cc, ok := s.c.(*goredis.ClusterClient)
+	if !ok {
+		return runID(ctx, s.c)
+	}
+	var mu sync.Mutex
+	var ids []string
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
+		id, err := runID(ctx, c)
+		mu.Lock()
+		ids = append(ids, id)
+		mu.Unlock()
+		return err
+	})
+	slices.Sort(ids)
+	return strings.Join(ids, ","), err
 }
 
 // Close implements store.Store.

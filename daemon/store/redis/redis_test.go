@@ -131,8 +131,23 @@ func TestAppendWaitsForReplicas(t *testing.T) {
 	if !errors.Is(err, store.ErrOutcomeUnknown) || !strings.Contains(err.Error(), "0 of 1 replicas") {
 		t.Fatalf("append without the replica: %v, want an unknown outcome", err)
 	}
-	if err := s.Append(ctx, "m", rec(2)); !errors.Is(err, store.ErrConflict) {
-		t.Fatalf("the unreplicated append is on the primary: %v", err)
+	// The unreplicated append is on the primary, not readable, and cannot be confirmed yet: another
+	// writer is refused, with nothing stored and nothing unknown.
+	if err := short.Append(ctx, "m", rec(2)); err == nil || errors.Is(err, store.ErrOutcomeUnknown) || errors.Is(err, store.ErrConflict) {
+		t.Fatalf("append while the store holds an unconfirmed event: %v, want a plain store error", err)
+	}
+	if got, _ := s.Events(ctx, "m", 0); len(got) != 1 {
+		t.Fatalf("readers see %d events, want the 1 confirmed", len(got))
+	}
+	// Once the replica is back, the writer's conflict confirms the event, so it can catch up
+	// (before, it read 1 event, conflicted again and never got past).
+	replica.Start()
+	var ce *store.ConflictError
+	if err := s.Append(ctx, "m", rec(2)); !errors.As(err, &ce) || ce.Last != 2 {
+		t.Fatalf("append behind the store: %v, want a conflict at last seq 2", err)
+	}
+	if got, _ := s.Events(ctx, "m", 0); len(got) != 2 {
+		t.Fatalf("after the conflict readers see %d events, want 2 (the unconfirmed one confirmed)", len(got))
 	}
 	none, err := redis.OpenWith(ctx, primary.URL, redis.Config{MinReplicas: 0})
 	if err != nil {

@@ -134,6 +134,25 @@ func (r *Redis) Restart() {
 	r.ready = ready
 }
 
+// Lose kills the server and starts it again without its data, as a Redis that kept none (no
+// appendonly) or whose disk was replaced: everything it acknowledged is gone.
+func (r *Redis) Lose() {
+	r.t.Helper()
+	r.Stop()
+	entries, err := os.ReadDir(r.dir)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != "sentinel.conf" {
+			if err := os.RemoveAll(filepath.Join(r.dir, e.Name())); err != nil {
+				r.t.Fatal(err)
+			}
+		}
+	}
+	r.Restart()
+}
+
 // Addr is the server's host:port.
 func (r *Redis) Addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
 

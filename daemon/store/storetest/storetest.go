@@ -81,6 +81,8 @@ func Run(t *testing.T, open Opener) {
 				t.Fatalf("Append(%v) succeeded, want error", bad)
 			} else if len(bad) > 0 && !errors.Is(err, store.ErrConflict) {
 				t.Fatalf("Append(%v) = %v, want ErrConflict", bad, err)
+			} else if ce := new(store.ConflictError); len(bad) == 1 && (!errors.As(err, &ce) || ce.Last != 2 || ce.Want != bad[0].Seq) {
+				t.Fatalf("Append(%v) = %v, want a ConflictError saying the last seq is 2", bad, err)
 			}
 		}
 		if got, _ := s.Events(ctx, "m", 0); len(got) != 2 {
