@@ -257,3 +257,28 @@ func TestStoreLostIsWrittenBack(t *testing.T) {
 	}
 	shutdownAll(t, a, b)
 }
+
+// Two nodes on a Redis Cluster (three primaries, a replica each, so posts wait for WAIT on the
+// match's primary): a watcher posts to A, a v3 client of B gets the whole match, and the node's
+// /1/matches lists it.
+func TestNodesOnRedisCluster(t *testing.T) {
+	t.Parallel()
+	cl := storetest.StartCluster(t, 3, 1)
+	id := daemontest.SampleID
+	lines, v3 := daemontest.SampleLines(t)
+	a := clusterNode(t, cl.URL(), "a")
+	post(t, a, id, lines[0])
+	b := clusterNode(t, cl.URL(), "b")
+	_, streams := b.Addrs()
+	c := daemontest.Dial(t, streams[0].String(), "VERSION:3:CONNECT:r:MATCH:"+id+":FROM:0\r\n", true)
+	waitFor(t, "1 subscriber on B", func() bool { return subscribersOf(b, id) == 1 })
+	post(t, a, id, "["+strings.Join(lines[1:], ",")+"]")
+	if got, want := c.Wait(t), bytes.Join(v3, nil); !bytes.Equal(got, want) {
+		t.Fatalf("B's client got\n%s\nwant\n%s", got, want)
+	}
+	var ids []string
+	if (&apiClient{t: t, s: b}).getJSON("/1/matches", &ids); !slices.Contains(ids, id) {
+		t.Fatalf("B's /1/matches: %v", ids)
+	}
+	shutdownAll(t, a, b)
+}

@@ -19,8 +19,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -123,15 +123,12 @@ func OpenWith(ctx context.Context, raw string, cfg Config) (*Store, error) {
 	}
 	if err := s.Ping(ctx); err != nil {
 		c.Close()
+		if opts.TLSConfig != nil && len(opts.TLSConfig.Certificates) == 0 && sentAndLost(err) {
+			err = fmt.Errorf("%w (over TLS, Redis asks for a client certificate unless tls-auth-clients is no: cert_file=...&key_file=...)", err)
+		}
 		return nil, fmt.Errorf("store %s: %w", store.Shown(raw), err)
 	}
-	_, cluster := c.(*goredis.ClusterClient)
 	switch {
-	case cluster && s.minReplicas > 0:
-		c.Close()
-		return nil, fmt.Errorf("store %s: --store-min-replicas with Redis Cluster is not supported (WAIT must follow the append on its node's connection); use 0", store.Shown(raw))
-	case cluster:
-		s.minReplicas = 0
 	case s.minReplicas == AutoReplicas:
 		n, err := s.replicas(ctx)
 		if err != nil {
@@ -146,18 +143,52 @@ func OpenWith(ctx context.Context, raw string, cfg Config) (*Store, error) {
 // MinReplicas is how many replicas must have an append before it is acknowledged.
 func (s *Store) MinReplicas() int { return s.minReplicas }
 
-// replicas is how many replicas the primary has now (INFO replication: connected_slaves).
+// replicas is how many replicas the primary has now (INFO replication: connected_slaves); in a
+// Cluster, the fewest any primary has.
 func (s *Store) replicas(ctx context.Context) (int, error) {
-	info, err := s.c.Info(ctx, "replication").Result()
-	if err != nil {
-		return 0, fmt.Errorf("replication info: %w", err)
-	}
-	for _, l := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "connected_slaves:"); ok {
-			return strconv.Atoi(v)
+	of := func(ctx context.Context, c goredis.Cmdable) (int, error) {
+		info, err := c.Info(ctx, "replication").Result()
+		if err != nil {
+			return 0, fmt.Errorf("replication info: %w", err)
 		}
+		for _, l := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "connected_slaves:"); ok {
+				return strconv.Atoi(v)
+			}
+		}
+		return 0, nil
 	}
-	return 0, nil
+	cc, ok := s.c.(*goredis.ClusterClient)
+	if !ok {
+		return of(ctx, s.c)
+	}
+	var mu sync.Mutex
+	fewest := -1
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
+		n, err := of(ctx, c)
+		mu.Lock()
+		if fewest < 0 || n < fewest {
+			fewest = n
+		}
+		mu.Unlock()
+		return err
+	})
+	return max(fewest, 0), err
+}
+
+// primaryOf is where an append to match id and its WAIT go, together on one connection (WAIT
+// counts the replicas that have that connection's writes): the store's client, or in a Cluster
+// the primary of the match's slot.
+func (s *Store) primaryOf(ctx context.Context, id string) (goredis.Cmdable, error) {
+	cc, ok := s.c.(*goredis.ClusterClient)
+	if !ok {
+		return s.c, nil
+	}
+	c, err := cc.MasterForKey(ctx, eventsKey(id))
+	if err != nil {
+		return nil, fmt.Errorf("primary of %s: %w", id, err)
+	}
+	return c, nil
 }
 
 // Append implements store.Store.
@@ -202,8 +233,12 @@ func (s *Store) confirm(ctx context.Context, id string, seq uint64) error {
 	if s.minReplicas <= 0 {
 		return nil
 	}
+	c, err := s.primaryOf(ctx, id)
+	if err != nil {
+		return err
+	}
 	var waited *goredis.Cmd
-	if _, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+	if _, err := c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		p.Incr(ctx, nonceKey(id))
 		waited = p.Do(ctx, "WAIT", s.minReplicas, s.waitFor.Milliseconds())
 		return nil
@@ -266,7 +301,11 @@ func (s *Store) AppendKeyed(ctx context.Context, id, key string, recs []match.Re
 		// have this connection's writes. EVAL, not EVALSHA: a primary promoted by a failover may
 		// not have the script cached.
 		var ran *goredis.Cmd
-		_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		var c goredis.Cmdable
+		if c, err = s.primaryOf(ctx, id); err != nil {
+			return fmt.Errorf("append to %s: %w", id, err)
+		}
+		_, err = c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			ran = appendScript.Eval(ctx, p, []string{eventsKey(id), keysKey(id), commitsKey(id)}, args...)
 			replicated = p.Do(ctx, "WAIT", s.minReplicas, s.waitFor.Milliseconds())
 			return nil
@@ -436,7 +475,7 @@ func decode(recs []match.Record, msgs []goredis.XMessage) ([]match.Record, error
 // Ping implements store.Store.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.c.Ping(ctx).Err(); err != nil {
-		return errors.Join(errors.New("redis does not answer"), err)
+		return fmt.Errorf("redis does not answer: %w", err)
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 )
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	url := storetest.RedisServer(t)
 	conformance(t, func(db int) string { return strings.TrimSuffix(url, "/0") + fmt.Sprintf("/%d", db) })
 }
@@ -50,6 +51,7 @@ func TestUnreachable(t *testing.T) {
 // The id of each match whose first event is stored is pushed to every node waiting in NewMatches,
 // from where each one left off; later events of that match are not announced again.
 func TestNewMatchesPushed(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s, err := redis.Open(ctx, storetest.RedisServer(t))
 	if err != nil {
@@ -90,6 +92,7 @@ func TestNewMatchesPushed(t *testing.T) {
 // Through Sentinel (a primary, a replica, a sentinel): the store passes the same conformance
 // suite, the client having asked the sentinel where the primary is.
 func TestConformanceThroughSentinel(t *testing.T) {
+	t.Parallel()
 	primary := storetest.StartRedis(t)
 	storetest.StartReplica(t, primary)
 	sentinel := storetest.StartSentinel(t, primary, "mymaster", 1)
@@ -102,6 +105,7 @@ func TestConformanceThroughSentinel(t *testing.T) {
 // primary has a replica). Without the replica, the same append is stored on the primary only and
 // is an unknown outcome, never an acknowledgement; with MinReplicas 0 it is acknowledged.
 func TestAppendWaitsForReplicas(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	primary := storetest.StartRedis(t)
 	replica := storetest.StartReplica(t, primary)
@@ -157,4 +161,91 @@ func TestAppendWaitsForReplicas(t *testing.T) {
 	if err := none.Append(ctx, "m", rec(3)); err != nil {
 		t.Fatalf("append with min replicas 0: %v", err)
 	}
+}
+
+// On a Redis Cluster of three primaries the store passes the same suite: a match's keys share a
+// slot (its id is their hash tag), the listings read across slots.
+func TestConformanceOnCluster(t *testing.T) {
+	t.Parallel()
+	cl := storetest.StartCluster(t, 3, 0)
+	conformance(t, func(int) string { cl.Flush(); return cl.URL() })
+}
+
+// In a Cluster with a replica per primary, an append waits for the replica of its slot's primary
+// (WAIT on that primary's connection), automatically; with that replica gone it is an unknown
+// outcome, never an acknowledgement.
+func TestClusterAppendWaitsForReplicas(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cl := storetest.StartCluster(t, 3, 1)
+	s, err := redis.Open(ctx, cl.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.MinReplicas() != 1 {
+		t.Fatalf("automatic min replicas on a cluster with a replica per primary = %d, want 1", s.MinReplicas())
+	}
+	rec := func(seq uint64) []match.Record {
+		return []match.Record{{Seq: seq, Event: match.Event{Kind: match.KindComment, Comment: "x"}}}
+	}
+	for _, id := range []string{"m1", "m2", "m3", "m4"} { // spread over the slots
+		if err := s.Append(ctx, id, rec(1)); err != nil {
+			t.Fatalf("append to %s: %v", id, err)
+		}
+	}
+	for _, r := range cl.Nodes { // every replica gone: no primary can be confirmed
+		if info, _ := cl.Do(r, "INFO", "replication"); strings.Contains(info, "role:slave") {
+			r.Stop()
+		}
+	}
+	short, err := redis.OpenWith(ctx, cl.URL(), redis.Config{MinReplicas: 1, ReplicaTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer short.Close()
+	if err := short.Append(ctx, "m1", rec(2)); !errors.Is(err, store.ErrOutcomeUnknown) {
+		t.Fatalf("append with its primary's replica gone: %v, want an unknown outcome", err)
+	}
+	if got, _ := s.Events(ctx, "m1", 0); len(got) != 1 {
+		t.Fatalf("readers see %d events of m1, want the 1 confirmed", len(got))
+	}
+}
+
+// Over TLS (a Redis that speaks only TLS and asks for a client certificate, Redis's default), the
+// store passes the same suite with the CA and the client certificate from the URL.
+func TestConformanceOverTLS(t *testing.T) {
+	t.Parallel()
+	r := storetest.StartRedisTLS(t, storetest.NewTLSFiles(t))
+	conformance(t, func(db int) string { return strings.Replace(r.URL, "/0?", fmt.Sprintf("/%d?", db), 1) })
+}
+
+// What goes wrong with TLS says so in one line, and nothing is retried for long.
+func TestTLSRefusals(t *testing.T) {
+	t.Parallel()
+	f := storetest.NewTLSFiles(t)
+	r := storetest.StartRedisTLS(t, f)
+	addr := r.Addr()
+	for _, tc := range []struct{ url, want string }{
+		{"rediss://" + addr + "/0?ca_file=" + f.OtherCA + "&cert_file=" + f.ClientCert + "&key_file=" + f.ClientKey, "certificate"},
+		{"rediss://" + addr + "/0?cert_file=" + f.ClientCert + "&key_file=" + f.ClientKey, "certificate"}, // the system's CAs
+		{"rediss://" + addr + "/0?ca_file=" + f.CA, "redis does not answer"},                              // no client certificate
+		{"redis://" + addr + "/0", "redis does not answer"},                                               // plain text to a TLS port
+		{"rediss://" + addr + "/0?ca_file=/nonexistent.pem", "ca_file"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		s, err := redis.Open(ctx, tc.url)
+		cancel()
+		if err == nil {
+			s.Close()
+			t.Errorf("%s: opened", tc.url)
+		} else if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: %q, want one line about %q", tc.url, err, tc.want)
+		}
+	}
+	s, err := redis.Open(context.Background(), "rediss://"+addr+"/0?skip_verify=true&cert_file="+f.ClientCert+"&key_file="+f.ClientKey)
+	if err != nil {
+		t.Fatalf("skip_verify with a client certificate: %v", err)
+	}
+	s.Close()
 }

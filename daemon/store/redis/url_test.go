@@ -40,11 +40,14 @@ func TestOptions(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{
-		"redis+sentinel://s1:26379/0",      // no master name
-		"redis+mesh://r1:6379",             // no such deployment
-		"memcache://r1:11211",              // not redis
-		"redis://r1:6379/notanumber",       // bad db
-		"redis+cluster://c1:7000?nosuch=1", // unknown option
+		"redis+sentinel://s1:26379/0",        // no master name
+		"redis+mesh://r1:6379",               // no such deployment
+		"memcache://r1:11211",                // not redis
+		"redis://r1:6379/notanumber",         // bad db
+		"redis+cluster://c1:7000?nosuch=1",   // unknown option
+		"redis://r1:6379/0?ca_file=ca.pem",   // TLS files without TLS
+		"rediss://r1:6379/0?cert_file=c.pem", // a certificate without its key
+		"rediss://r1:6379/0?ca_file=/nonexistent.pem",
 	} {
 		if _, err := options(bad); err == nil {
 			t.Errorf("%s: accepted", bad)

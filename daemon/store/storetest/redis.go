@@ -27,6 +27,7 @@ type Redis struct {
 	// the log line that says it serves.
 	extra []string
 	ready string
+	tls   bool // the port speaks TLS only (StartRedisTLS)
 }
 
 // RedisServer starts a Redis for the test and returns its URL (database 0). A missing redis-server
@@ -34,30 +35,42 @@ type Redis struct {
 func RedisServer(t testing.TB) string { return StartRedis(t).URL }
 
 // StartRedis starts a Redis for the test; it is killed when the test ends.
-func StartRedis(t testing.TB) *Redis {
+func StartRedis(t testing.TB) *Redis { t.Helper(); return StartRedisWith(t) }
+
+// StartRedisWith is StartRedis with further redis-server arguments.
+func StartRedisWith(t testing.TB, extra ...string) *Redis {
+	t.Helper()
+	r := newRedis(t, extra)
+	r.Start()
+	t.Cleanup(r.Stop)
+	return r
+}
+
+func newRedis(t testing.TB, extra []string) *Redis {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatal("redis-server is needed: sudo apt-get install redis-server (make test installs it when run as root)")
 	}
 	port := redisPort(t)
-	r := &Redis{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), t: t, bin: bin, port: port, dir: t.TempDir(),
-		ready: "Ready to accept connections"}
-	r.Start()
-	t.Cleanup(r.Stop)
-	return r
+	return &Redis{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), t: t, bin: bin, port: port, dir: t.TempDir(),
+		ready: "Ready to accept connections", extra: extra}
 }
 
 // Start runs the server (again) on the same port and data directory and waits until it is ready.
 func (r *Redis) Start() {
 	r.t.Helper()
-	args := []string{"--port", fmt.Sprint(r.port), "--bind", "127.0.0.1", "--save", "",
+	port := []string{"--port", fmt.Sprint(r.port)}
+	if r.tls {
+		port = []string{"--port", "0", "--tls-port", fmt.Sprint(r.port)}
+	}
+	args := []string{"--bind", "127.0.0.1", "--save", "",
 		"--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir, "--protected-mode", "no",
 		"--repl-diskless-sync-delay", "0"} // a replica syncs at once, not after 5 s
 	if len(r.extra) > 0 && r.extra[0] == "--sentinel" {
 		args = append([]string{filepath.Join(r.dir, "sentinel.conf")}, r.extra...)
 	} else {
-		args = append(args, r.extra...)
+		args = append(append(port, args...), r.extra...)
 	}
 	r.cmd = exec.Command(r.bin, args...)
 	out, _ := r.cmd.StdoutPipe()
