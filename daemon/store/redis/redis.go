@@ -9,7 +9,9 @@
 // an append is acknowledged only once WAIT confirms it, and readers see events only up to the
 // match's commit stream, so a failover cannot take back what a node has shown; an idempotency key
 // kept with each batch makes a retry after an unknown outcome find its batch instead of storing
-// it twice. url.go has the URL forms.
+// it twice. In a Cluster the append and its WAIT go to the primary of the match's slot.
+// Incarnation (the primary's run_id) lets the nodes notice a Redis that came back with less
+// than it acknowledged (live.Registry.Check). url.go has the URL forms, TLS files included.
 package redis
 
 import (
@@ -528,13 +530,40 @@ func (s *Store) followCommits(ctx context.Context, id string, after uint64, bloc
 	}
 	_, err := s.c.XRead(ctx, &goredis.XReadArgs{Streams: []string{commitsKey(id), strconv.FormatUint(after, 10) + "-1"},
 		Count: 1, Block: block}).Result()
-	if errors.Is(err, goredis.Nil) {
-		return nil, nil
-	}
-	if err != nil {
+	if errors.Is(err, goredis.Nil) { // no commit for a while: perhaps one was lost
+		if settled, err := s.settle(ctx, id); err != nil {
+			return nil, fmt.Errorf("follow %s: %w", id, err)
+		} else if !settled {
+			return nil, nil
+		}
+	} else if err != nil {
 		return nil, fmt.Errorf("follow %s: %w", id, err)
 	}
 	return s.Events(ctx, id, after)
+}
+
+// settle commits the events of match id above its last commit, once WAIT confirms them, and
+// reports whether there were any. A commit is written after its WAIT and not waited for itself,
+// so a failover can lose the newest one while the events it covered survive: the last events of
+// a match would stay unreadable, since no later commit comes. Events there whose post got 504
+// are shown too, as a retry under their key would make them.
+func (s *Store) settle(ctx context.Context, id string) (bool, error) {
+	last, err := s.c.XRevRangeN(ctx, eventsKey(id), "+", "-", 1).Result()
+	if err != nil || len(last) == 0 {
+		return false, err
+	}
+	seq, err := strconv.ParseUint(strings.TrimSuffix(last[0].ID, "-1"), 10, 64)
+	if err != nil {
+		return false, fmt.Errorf("events of %s: entry %s: %w", id, last[0].ID, err)
+	}
+	upTo, all, err := s.committed(ctx, id)
+	if err != nil || all || upTo >= seq {
+		return false, err
+	}
+	if err := s.confirm(ctx, id, seq); err != nil {
+		return false, nil // not on the replicas yet: the next wait looks again
+	}
+	return true, nil
 }
 
 // Follow implements store.Follower with a blocking XREAD from the entry after seq after: a node that
