@@ -3,7 +3,7 @@
 // reach a socket beyond the Conn it is given.
 //
 // Delivery: a broadcast renders each frame once per protocol version and hands the same bytes to
-// every subscriber. When the connection can write without blocking (TryWriter, the epoll layer),
+// every subscriber, from a fan-out goroutine of the hub (its caller, a post, does not wait). When the connection can write without blocking (TryWriter, the epoll layer),
 // the broadcaster writes straight to the socket — one writev per subscriber per batch, the
 // subscribers split over all cores, no goroutine per delivery. Only a subscriber whose socket is
 // full gets a flush goroutine, which lives until its queue drains.
@@ -65,6 +65,11 @@ type Hub struct {
 	mu     sync.Mutex
 	subs   []*Subscriber // each knows its index, so leaving is a swap-remove
 	closed bool
+	// pending are the broadcasts not yet handed out, in order; fanning: a fanOut goroutine is
+	// handing them out; idle wakes Drain when it has.
+	pending []batch
+	fanning bool
+	idle    *sync.Cond
 }
 
 // New returns the hub of one match. stats may be shared between hubs; log carries the match id.
@@ -142,11 +147,15 @@ func (s *Subscriber) Busy() bool {
 	return s.writing || len(s.queue) > 0
 }
 
-// Busy reports whether any subscriber has frames queued or being written.
+// Busy reports whether a broadcast is being handed out or any subscriber has frames queued or
+// being written.
 func (h *Hub) Busy() bool {
 	h.mu.Lock()
-	subs := slices.Clone(h.subs)
+	subs, fanning := slices.Clone(h.subs), h.fanning
 	h.mu.Unlock()
+	if fanning {
+		return true
+	}
 	for _, s := range subs {
 		if s.Busy() {
 			return true
@@ -193,51 +202,112 @@ func (h *Hub) dropAllLocked() []*Subscriber {
 // parallelMin is the subscriber count below which one goroutine delivers a broadcast alone.
 const parallelMin = 256
 
-// Broadcast delivers n frames to every subscriber — one batch of events, picked by protocol version
-// through frameFor(version, i) — and never blocks on a client. A subscriber that still has
+// Broadcast sends n frames to every subscriber — one batch of events, picked by protocol version
+// through frameFor(version, i) — and returns once they are rendered: the hub's fan-out goroutine
+// hands them out, batch after batch in the order they were broadcast, so the post that caused
+// them is answered without waiting for 15,000 writes. The batch goes to the subscribers of this
+// moment; who subscribes after it was sent a status or history that has it. It never blocks on a
+// client. A subscriber that still has
 // QueueLimit frames or more queued from earlier broadcasts is cut as a slow consumer instead;
 // counting the backlog before the batch means a large batch posted at once does not cut a client
 // that keeps up. If last, each subscriber is closed once the batch is written and the hub takes no
 // new subscribers. posted is when the batch reached the daemon, for the latency histogram.
 func (h *Hub) Broadcast(posted time.Time, n int, frameFor func(version, i int) []byte, last bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var byVersion [Versions][][]byte // the batch is built once per version, shared by every subscriber
-	for v := 1; v < len(byVersion); v++ {
-		byVersion[v] = make([][]byte, n)
+	var b batch // built once per version, shared by every subscriber
+	for v := 1; v < len(b.byVersion); v++ {
+		b.byVersion[v] = make([][]byte, n)
 		for i := range n {
-			byVersion[v][i] = frameFor(v, i)
+			b.byVersion[v][i] = frameFor(v, i)
 		}
 	}
-	subs := h.subs
+	b.posted, b.last = posted, last
+	h.mu.Lock()
+	b.subs = slices.Clone(h.subs)
+	if last {
+		h.dropAllLocked()
+	}
+	h.pending = append(h.pending, b)
+	start := !h.fanning
+	h.fanning = true
+	h.mu.Unlock()
+	if start {
+		h.stats.flushes.Go(h.fanOut)
+	}
+}
+
+// batch is one broadcast waiting for the fan-out: its frames per version and the subscribers it
+// goes to (those of the hub when it was posted: who joins later was sent a status that has it).
+type batch struct {
+	byVersion [Versions][][]byte
+	subs      []*Subscriber
+	posted    time.Time
+	last      bool
+}
+
+// fanOut delivers the hub's pending batches in order, then ends. One runs per hub at a time, so
+// each subscriber gets the batches in the order they were posted.
+func (h *Hub) fanOut() {
+	for {
+		h.mu.Lock()
+		if len(h.pending) == 0 {
+			h.fanning = false
+			if h.idle != nil {
+				h.idle.Broadcast()
+			}
+			h.mu.Unlock()
+			return
+		}
+		b := h.pending[0]
+		h.pending[0] = batch{}
+		h.pending = h.pending[1:]
+		h.mu.Unlock()
+		cut := b.deliver()
+		h.mu.Lock()
+		for _, c := range cut {
+			for _, s := range c {
+				h.removeLocked(s)
+			}
+		}
+		h.mu.Unlock()
+	}
+}
+
+// deliver hands the batch to each of its subscribers, split over every core, and returns those to
+// cut.
+func (b *batch) deliver() [][]*Subscriber {
+	subs := b.subs
 	workers := min(runtime.GOMAXPROCS(0), max(1, len(subs)/parallelMin))
 	cut := make([][]*Subscriber, workers)
-	deliver := func(w int, part []*Subscriber) {
+	part := func(w int, part []*Subscriber) {
 		for _, s := range part {
-			if !s.deliver(byVersion[s.Version%Versions], last, true, posted) {
+			if !s.deliver(b.byVersion[s.Version%Versions], b.last, true, b.posted) {
 				cut[w] = append(cut[w], s)
 			}
 		}
 	}
 	if workers == 1 {
-		deliver(0, subs)
-	} else {
-		var wg sync.WaitGroup
-		size := (len(subs) + workers - 1) / workers
-		for w := range workers {
-			part := subs[min(w*size, len(subs)):min((w+1)*size, len(subs))]
-			wg.Add(1)
-			go func() { defer wg.Done(); deliver(w, part) }()
-		}
-		wg.Wait()
+		part(0, subs)
+		return cut
 	}
-	for _, c := range cut {
-		for _, s := range c {
-			h.removeLocked(s)
-		}
+	var wg sync.WaitGroup
+	size := (len(subs) + workers - 1) / workers
+	for w := range workers {
+		wg.Go(func() { part(w, subs[min(w*size, len(subs)):min((w+1)*size, len(subs))]) })
 	}
-	if last {
-		h.dropAllLocked()
+	wg.Wait()
+	return cut
+}
+
+// Drain waits until every batch broadcast so far has been handed to its subscribers (written, or
+// queued for a slow one): before a hand-over detaches them, or a shutdown notice follows.
+func (h *Hub) Drain() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for h.fanning {
+		if h.idle == nil {
+			h.idle = sync.NewCond(&h.mu)
+		}
+		h.idle.Wait()
 	}
 }
 
@@ -262,6 +332,7 @@ func (h *Hub) Heartbeat(version int, frame []byte) {
 // connection closes once written; the hub takes no new subscribers. A subscriber's backlog does not
 // count against it here: the notice is one small frame.
 func (h *Hub) Shutdown(frameFor func(version int) []byte) {
+	h.Drain() // the events broadcast before come first
 	h.mu.Lock()
 	subs := h.dropAllLocked()
 	h.mu.Unlock()

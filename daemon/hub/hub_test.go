@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -388,4 +389,98 @@ func TestHeartbeatAndDetach(t *testing.T) {
 	if sse.String() != ": hb\n\n" {
 		t.Fatalf("a detached connection was written to: %q", sse.String())
 	}
+}
+
+// A broadcast returns before its writes are done: the post that caused it is answered without
+// waiting for every subscriber's socket. Here the one socket's write is held; Broadcast returns
+// anyway (before, it waited for the write), and Drain waits for it.
+func TestBroadcastDoesNotWaitForWrites(t *testing.T) {
+	h := hub.New(hub.Config{QueueLimit: 16}, quiet(), nil)
+	c := &tryConn{memConn: newConn(), room: 1 << 20}
+	c.gate = make(chan struct{})
+	h.Subscribe(c, 1, nil, false)
+	returned := make(chan struct{})
+	go func() { h.Broadcast(time.Now(), 1, frames("e|", "e|"), false); close(returned) }()
+	select {
+	case <-returned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Broadcast waited for a write that is held")
+	}
+	if !h.Busy() {
+		t.Fatal("a hub handing out a broadcast is not busy")
+	}
+	drained := make(chan struct{})
+	go func() { h.Drain(); close(drained) }()
+	select {
+	case <-drained:
+		t.Fatal("Drain returned while the write is still held")
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(c.gate)
+	<-drained
+	if got := c.String(); got != "e|" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+// Subscribers joining between broadcasts that are still being handed out get exactly the events
+// after the status they were sent, in order, once each: the joins and broadcasts are serialised by
+// the caller (as the registry does under the match lock), the hand-out is not.
+func TestJoinsBetweenPendingBroadcasts(t *testing.T) {
+	h := hub.New(hub.Config{QueueLimit: 1 << 20}, quiet(), nil)
+	var mu sync.Mutex // the match lock: a join and a broadcast never overlap
+	sent := 0         // events broadcast so far, guarded by mu
+	const n = 300
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range n {
+			mu.Lock()
+			h.Broadcast(time.Now(), 1, func(int, int) []byte { return []byte(fmt.Sprintf("%d|", i)) }, i == n-1)
+			sent++
+			mu.Unlock()
+			runtime.Gosched()
+		}
+	}()
+	type joined struct {
+		c    *tryConn
+		from int
+	}
+	var subs []joined
+	for j := 0; j < 500; j++ {
+		mu.Lock()
+		from := sent
+		if from == n {
+			mu.Unlock()
+			break
+		}
+		c := &tryConn{memConn: newConn(), room: []int{1 << 20, 5}[j%2]} // 5: partial writes, flushes
+		h.Subscribe(c, 1, [][]byte{[]byte(fmt.Sprintf("S%d|", from))}, false)
+		mu.Unlock()
+		subs = append(subs, joined{c, from})
+		runtime.Gosched()
+	}
+	<-done
+	if len(subs) == 0 {
+		t.Fatal("no subscriber joined while the broadcasts went on")
+	}
+	for _, s := range subs {
+		deadline := time.Now().Add(5 * time.Second)
+		for s.c.mu.Lock(); !s.c.closed; s.c.mu.Lock() {
+			s.c.mu.Unlock()
+			if time.Now().After(deadline) {
+				t.Fatalf("a subscriber that joined after %d events (room %d) is not closed; it got %q", s.from, s.c.room, s.c.String())
+			}
+			time.Sleep(time.Millisecond)
+		}
+		s.c.mu.Unlock()
+		want := fmt.Sprintf("S%d|", s.from)
+		for i := s.from; i < n; i++ {
+			want += fmt.Sprintf("%d|", i)
+		}
+		if got := s.c.String(); got != want {
+			t.Fatalf("a subscriber that joined after %d events got %q, want %q", s.from, got, want)
+		}
+	}
+	t.Logf("%d subscribers joined during %d broadcasts", len(subs), n)
 }

@@ -13,6 +13,7 @@ func (r *Registry) Freeze() {
 		m.wmu.Unlock()
 		m.mu.Lock()
 		m.mu.Unlock()
+		m.hub.Drain() // what was broadcast is handed out: an idle subscriber has it all
 	}
 }
 
