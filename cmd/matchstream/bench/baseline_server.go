@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,8 +18,9 @@ import (
 
 // Baseline servers, run as a child process (`matchstream bench-baseline`) so their memory is
 // measured apart from the bench's clients:
-//   - floor: accepts connections and, for each event, writes it to every socket in one plain loop of
-//     write(2) calls. Nothing can fan out faster on this kernel.
+//   - floor: accepts connections and, for each event, writes it to every socket with plain write(2)
+//     calls, the sockets split over one goroutine per CPU as the daemon splits them (a floor on one
+//     core would flatter a daemon that uses them all). Nothing can fan out faster on this kernel.
 //   - naive: the goroutine-per-connection server most Go code starts as: each connection has a
 //     goroutine blocked reading and a goroutine writing what a channel brings.
 // Control protocol on stdin: "EVENT [match]\n" writes one stamped event to every connection (naive:
@@ -99,14 +101,23 @@ func ServeBaseline(kind, addr string, in io.Reader, out io.Writer) error {
 		t0 := time.Now()
 		mu.Lock()
 		if kind == "floor" {
-			for _, fd := range fds {
-				for {
-					_, err := unix.Write(fd, frame)
-					if err != unix.EINTR && err != unix.EAGAIN {
-						break
+			workers := runtime.GOMAXPROCS(0)
+			size := (len(fds) + workers - 1) / workers
+			var wg sync.WaitGroup
+			for w := range workers {
+				part := fds[min(w*size, len(fds)):min((w+1)*size, len(fds))]
+				wg.Go(func() {
+					for _, fd := range part {
+						for {
+							_, err := unix.Write(fd, frame)
+							if err != unix.EINTR && err != unix.EAGAIN {
+								break
+							}
+						}
 					}
-				}
+				})
 			}
+			wg.Wait()
 		} else {
 			targets := chans
 			if group != "" {

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -91,6 +92,12 @@ type Figures struct {
 	LatencyP99      float64   `json:"latency_p99_ms"`
 	LatencyMax      float64   `json:"latency_max_ms"`
 	DeliveriesSec   float64   `json:"deliveries_per_second"`
+	// PostP50Ms/PostP99Ms: how long the watcher's post (the baselines: the control command) took
+	// to be answered; CPUPerEventMs: the server's CPU time (user+system, every thread) over the
+	// events, per event: what one fan-out costs, beside how long it takes.
+	PostP50Ms     float64 `json:"post_p50_ms"`
+	PostP99Ms     float64 `json:"post_p99_ms"`
+	CPUPerEventMs float64 `json:"cpu_per_event_ms"`
 }
 
 // Result is a whole run.
@@ -115,6 +122,28 @@ func rssSum(pids []int) float64 {
 	var t float64
 	for _, p := range pids {
 		t += rssKB(p)
+	}
+	return t
+}
+
+// cpuSum is the CPU time (user and system) the processes have used so far.
+func cpuSum(pids []int) time.Duration {
+	var t time.Duration
+	for _, p := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		// The fields after the command name, which is in parentheses and may hold spaces: utime
+		// and stime are the 12th and 13th of them, in clock ticks (100 a second on Linux).
+		_, rest, _ := strings.Cut(string(b), ") ")
+		f := strings.Fields(rest)
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		t += time.Duration(u+s) * 10 * time.Millisecond
 	}
 	return t
 }
@@ -333,13 +362,32 @@ func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string
 	}
 	var lasts []time.Duration
 	fig.AllDelivered = true
+	var postMu sync.Mutex
+	var posts []time.Duration
+	timed := func() error {
+		t := time.Now()
+		err := event()
+		postMu.Lock()
+		posts = append(posts, time.Since(t))
+		postMu.Unlock()
+		return err
+	}
+	cpu0 := cpuSum(pids)
+	cpuFigures := func() {
+		postMu.Lock()
+		defer postMu.Unlock()
+		fig.PostP50Ms, fig.PostP99Ms = ms(pct(posts, 0.5)), ms(pct(posts, 0.99))
+		if pid > 0 && len(posts) > 0 {
+			fig.CPUPerEventMs = ms(cpuSum(pids)-cpu0) / float64(len(posts))
+		}
+	}
 	t0 := time.Now()
 	if cfg.Matches > 1 {
-		return mixed(cfg, fig, fl, event, func() { end(); finish() })
+		return mixed(cfg, fig, fl, timed, func() { cpuFigures(); end(); finish() })
 	}
 	for e := range cfg.Events {
 		sent := time.Now()
-		if err := event(); err != nil {
+		if err := timed(); err != nil {
 			return nil, err
 		}
 		if !fl.waitReceived(int64(e+1), cfg.Timeout) {
@@ -353,6 +401,7 @@ func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string
 		}
 	}
 	elapsed := time.Since(t0) - time.Duration(max(0, cfg.Events-1))*cfg.Interval
+	cpuFigures()
 	end()
 	finish()
 	cs := fl.connectTimes()

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"os"
 	"testing"
 	"time"
 )
@@ -22,5 +23,25 @@ func TestPercentile(t *testing.T) {
 	ds := []time.Duration{5, 1, 4, 2, 3}
 	if pct(ds, 0.5) != 3 || pct(ds, 1) != 5 || pct(nil, 0.5) != 0 || ds[0] != 5 {
 		t.Errorf("pct wrong or sorted its input: %v", ds)
+	}
+}
+
+// cpuSum reads this process's CPU time from /proc (the field after a command name that may hold
+// spaces and parentheses), and it grows while the process computes.
+func TestCPUSum(t *testing.T) {
+	self := []int{os.Getpid()}
+	before := cpuSum(self)
+	deadline := time.Now().Add(5 * time.Second)
+	x := 0
+	for cpuSum(self) <= before {
+		for i := range 1_000_000 {
+			x += i
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CPU time stayed at %s while computing (%d)", before, x)
+		}
+	}
+	if cpuSum([]int{-1}) != 0 {
+		t.Fatal("a process that does not exist has CPU time")
 	}
 }

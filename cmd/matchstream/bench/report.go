@@ -12,11 +12,11 @@ import (
 func Print(w io.Writer, r *Result) {
 	fmt.Fprintf(w, "machine: %s\n", r.Machine)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "server\tusers\tconnected\trefused\ttimed out\tconnect p50/p99 ms\tRSS/conn KB\tto last client ms\tlatency p50/p99/max ms\tdeliveries/s\tall delivered")
+	fmt.Fprintln(tw, "server\tusers\tconnected\trefused\ttimed out\tconnect p50/p99 ms\tRSS/conn KB\tto last client ms\tlatency p50/p99/max ms\tpost p50/p99 ms\tCPU/event ms\tdeliveries/s\tall delivered")
 	for _, f := range r.Runs {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.1f/%.1f\t%.2f\t%.1f\t%.1f/%.1f/%.1f\t%.0f\t%v\n", f.Server, f.Users, f.Connected,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.1f/%.1f\t%.2f\t%.1f\t%.1f/%.1f/%.1f\t%.1f/%.1f\t%.1f\t%.0f\t%v\n", f.Server, f.Users, f.Connected,
 			f.Refused, f.TimedOut, f.ConnectP50, f.ConnectP99, f.RSSPerConnKB, f.LastClientMs, f.LatencyP50, f.LatencyP99,
-			f.LatencyMax, f.DeliveriesSec, f.AllDelivered)
+			f.LatencyMax, f.PostP50Ms, f.PostP99Ms, f.CPUPerEventMs, f.DeliveriesSec, f.AllDelivered)
 	}
 	tw.Flush()
 	if len(r.Runs) < 2 {
@@ -24,8 +24,9 @@ func Print(w io.Writer, r *Result) {
 	}
 	ms := r.Runs[0]
 	for _, b := range r.Runs[1:] {
-		fmt.Fprintf(w, "matchstream / %s: to last client %s, latency p99 %s, RSS per connection %s\n", b.Server,
-			ratio(ms.LastClientMs, b.LastClientMs), ratio(ms.LatencyP99, b.LatencyP99), ratio(ms.RSSPerConnKB, b.RSSPerConnKB))
+		fmt.Fprintf(w, "matchstream / %s: to last client %s, latency p99 %s, CPU per event %s, RSS per connection %s\n", b.Server,
+			ratio(ms.LastClientMs, b.LastClientMs), ratio(ms.LatencyP99, b.LatencyP99), ratio(ms.CPUPerEventMs, b.CPUPerEventMs),
+			ratio(ms.RSSPerConnKB, b.RSSPerConnKB))
 	}
 }
 
