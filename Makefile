@@ -16,7 +16,7 @@ NFPM     := bin/nfpm
 NFPM_VERSION := v2.44.0
 DEB      := matchstream_$(VERSION)_amd64.deb
 
-.PHONY: chaos test-ha bench-binary stress-restart soak build run test test-deps vet unit fuzz-smoke fuzz bench lint clean deb rpm test-deb test-browser
+.PHONY: chaos test-ha bench-binary nats-server stress-restart soak build run test test-deps vet unit fuzz-smoke fuzz bench lint clean deb rpm test-deb test-browser
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/matchstream
@@ -113,6 +113,12 @@ stress-restart:
 # The shipped binary has no baseline servers and no MQTT client; this one has (-tags baselines).
 bench-binary:
 	CGO_ENABLED=0 $(GO) build -trimpath -tags baselines -ldflags '$(LDFLAGS)' -o bin/matchstream-bench ./cmd/matchstream
+
+# The NATS baseline (bench --baseline nats): nats-server from the Go module proxy, pinned.
+NATS_VERSION := v2.15.3
+nats-server: bin/nats-server
+bin/nats-server:
+	GOBIN=$(CURDIR)/bin $(GO) install github.com/nats-io/nats-server/v2@$(NATS_VERSION)
 
 bench: bench-binary
 	$(GO) test -run '^$$' -bench . -benchmem ./daemon/...

@@ -40,7 +40,7 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "c", Value: 1000, Usage: "at most this many connecting at once"},
 			&cli.IntFlag{Name: "events", Value: 10, Usage: "events posted once all are connected"},
 			&cli.DurationFlag{Name: "interval", Value: 200 * time.Millisecond, Usage: "pause between events"},
-			&cli.StringFlag{Name: "baseline", Usage: "comma-separated: floor (raw write loop), naive (goroutine per connection), mosquitto (when installed)"},
+			&cli.StringFlag{Name: "baseline", Usage: "comma-separated: floor (raw write(2) from one goroutine per CPU), naive (goroutine per connection), nats (nats-server: make nats-server), mosquitto (when installed)"},
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "for every client to get an event"},
 			&cli.IntFlag{Name: "matches", Value: 1, Usage: "mixed load: spread clients over this many matches (baseline: naive only)"},
 			&cli.Float64Flag{Name: "rate", Value: 20, Usage: "mixed load: events per second over all matches, posted without waiting"},
@@ -118,13 +118,13 @@ func runBench(c *cli.Context) error {
 	for _, b := range strings.Split(c.String("baseline"), ",") {
 		switch b = strings.TrimSpace(b); b {
 		case "":
-		case "floor", "naive", "mosquitto":
+		case "floor", "naive", "nats", "mosquitto":
 			if !bench.Baselines {
 				return usageErr(fmt.Errorf("--baseline %s: %w", b, bench.ErrNoBaselines), "")
 			}
 			cfg.Baselines = append(cfg.Baselines, b)
 		default:
-			return usageErr(fmt.Errorf("unknown baseline %q: want floor, naive or mosquitto", b), "")
+			return usageErr(fmt.Errorf("unknown baseline %q: want floor, naive, nats or mosquitto", b), "")
 		}
 	}
 	var lim syscall.Rlimit

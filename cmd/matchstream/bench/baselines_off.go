@@ -16,3 +16,5 @@ const Baselines = false
 func ServeBaseline(string, string, io.Reader, io.Writer) error { return ErrNoBaselines }
 
 func runMosquitto(context.Context, *Config) (*Figures, error) { return nil, ErrNoBaselines }
+
+func runNATS(context.Context, *Config) (*Figures, error) { return nil, ErrNoBaselines }

@@ -198,8 +198,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	for _, kind := range cfg.Baselines {
 		run := runBaseline
-		if kind == "mosquitto" {
+		switch kind {
+		case "mosquitto":
 			run = func(ctx context.Context, cfg *Config, _ string) (*Figures, error) { return runMosquitto(ctx, cfg) }
+		case "nats":
+			run = func(ctx context.Context, cfg *Config, _ string) (*Figures, error) { return runNATS(ctx, cfg) }
 		}
 		f, err := run(ctx, &cfg, kind)
 		if err != nil {

@@ -1,0 +1,115 @@
+//go:build baselines
+
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The NATS baseline: the peer people would pick. nats-server (built from the Go module proxy at
+// the version the Makefile pins, into bin/, or found on PATH) runs for the run; the same clients
+// speak its text protocol (CONNECT, SUB to one subject) and each event is one PUB whose payload
+// carries the stamp. The server's PINGs are turned off for the run, as our clients do not answer
+// them.
+
+const natsSubject = "matchstream.bench"
+
+// natsSubscribeLine is what a benchmark client sends: CONNECT, then SUB to the subject.
+func natsSubscribeLine(int) string {
+	return "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB " + natsSubject + " 1\r\n"
+}
+
+func natsPublish(payload string) []byte {
+	return []byte("PUB " + natsSubject + " " + strconv.Itoa(len(payload)) + "\r\n" + payload + "\r\n")
+}
+
+// natsServer finds nats-server: bin/nats-server beside this binary (make nats-server), then PATH.
+func natsServer() (string, error) {
+	if exe, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(exe), "nats-server"); fileExists(p) {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("nats-server"); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("nats-server not found beside this binary or on PATH (make nats-server builds it into bin/)")
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func runNATS(ctx context.Context, cfg *Config) (*Figures, error) {
+	exe, err := natsServer()
+	if err != nil {
+		return nil, err
+	}
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	dir, err := os.MkdirTemp("", "matchstream-nats-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	conf := filepath.Join(dir, "nats.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf("listen: %s:%s\nping_interval: \"1h\"\nmax_connections: 1000000\n", host, port)), 0o644)
+	cmd := exec.CommandContext(ctx, exe, "-c", conf)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var pub net.Conn
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if pub, err = net.Dial("tcp", addr); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("nats-server did not start: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	defer pub.Close()
+	r := bufio.NewReader(pub)
+	if info, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(info, "INFO ") {
+		return nil, fmt.Errorf("nats-server: no INFO from it: %q %v", info, err)
+	}
+	pub.Write([]byte("CONNECT {\"verbose\":false,\"pedantic\":false}\r\n"))
+	go func() { // answer the server's PINGs on the publisher, in case; drop the rest
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if strings.HasPrefix(l, "PING") {
+				pub.Write([]byte("PONG\r\n"))
+			}
+		}
+	}()
+	var fl *fleet
+	settled := func(int) error {
+		// Subscriptions are asynchronous: publish a ready marker until every client has one.
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+			pub.Write(natsPublish(readyMarker))
+			if fl.allReady(2 * time.Second) {
+				return nil
+			}
+		}
+		return fmt.Errorf("nats: not every client subscribed within 30s")
+	}
+	event := func() error {
+		_, err := pub.Write(natsPublish(stampPrefix + strconv.FormatInt(time.Now().UnixNano(), 10) + "\n"))
+		return err
+	}
+	return measureWith(ctx, cfg, "nats", []string{addr}, cmd.Process.Pid, natsSubscribeLine, &fl, settled, event)
+}
