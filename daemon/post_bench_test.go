@@ -1,12 +1,15 @@
 package daemon
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,5 +56,65 @@ func BenchmarkPostRedis(b *testing.B) {
 			b.ReportMetric(float64(ds[len(ds)/2].Microseconds()), "p50-µs")
 			b.ReportMetric(float64(ds[len(ds)*99/100].Microseconds()), "p99-µs")
 		})
+	}
+}
+
+// BenchmarkFanOut is one event from the POST to the last of 5,000 v3 subscribers on real
+// loopback sockets, on the default store (bolt, fsync): the whole path, for a CPU profile of
+// where the time goes (docs/performance.md, "Where the time goes"). The clients read in this
+// process; their share of the profile is under daemon.fanOutClient.
+func BenchmarkFanOut(b *testing.B) {
+	const clients = 5000
+	s, err := New(testConfig(b), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Start(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	defer s.Shutdown(b.Context())
+	raw, err := os.ReadFile(daemontest.SampleJSONL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	start, _, _ := strings.Cut(string(raw), "\n")
+	id := daemontest.SampleID
+	post(b, s, id, start)
+	_, streams := s.Addrs()
+	var lines atomic.Int64
+	for i := range clients {
+		c, err := net.Dial("tcp", streams[i%len(streams)].String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "VERSION:3:CONNECT:b%d:MATCH:%s\r\n", i, id)
+		go fanOutClient(c, &lines)
+	}
+	waitLines := func(n int64) {
+		for deadline := time.Now().Add(30 * time.Second); lines.Load() < n; time.Sleep(100 * time.Microsecond) {
+			if time.Now().After(deadline) {
+				b.Fatalf("%d lines of %d after 30 s", lines.Load(), n)
+			}
+		}
+	}
+	waitLines(clients) // every status
+	at := time.Date(2011, 9, 10, 21, 1, 0, 0, time.UTC)
+	b.ResetTimer()
+	for i := range b.N {
+		post(b, s, id, fmt.Sprintf(`{"at":%q,"kind":"comment","comment":"c%d"}`, at.Add(time.Duration(i)*time.Millisecond).Format(time.RFC3339Nano), i))
+		waitLines(int64(clients * (i + 2)))
+	}
+}
+
+// fanOutClient counts the lines a benchmark subscriber reads.
+func fanOutClient(c net.Conn, lines *atomic.Int64) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		lines.Add(int64(bytes.Count(buf[:n], []byte{'\n'})))
+		if err != nil {
+			return
+		}
 	}
 }

@@ -211,6 +211,12 @@ func (c *conn) Write(p []byte) (int, error) {
 // frames goes out in one syscall. It consumes bufs.
 func (c *conn) Writev(bufs [][]byte) (int64, error) {
 	var total int64
+	watching := false // EPOLLOUT is armed for this write: disarm it when done
+	defer func() {
+		if watching {
+			c.watchWrites(false)
+		}
+	}()
 	for len(bufs) > 0 {
 		c.mu.RLock()
 		if c.closed {
@@ -227,6 +233,12 @@ func (c *conn) Writev(bufs [][]byte) (int64, error) {
 		c.mu.RUnlock()
 		switch {
 		case err == unix.EAGAIN:
+			if !watching {
+				if err := c.watchWrites(true); err != nil {
+					return total, err
+				}
+				watching = true
+			}
 			if err := c.waitWritable(); err != nil {
 				return total, err
 			}
@@ -273,6 +285,17 @@ func (c *conn) TryWritev(bufs [][]byte) (int, error) {
 		}
 		return 0, err
 	}
+}
+
+// watchWrites arms or disarms the poller's "writable" edge for c, unless c is closed (its fd may
+// already be another connection's).
+func (c *conn) watchWrites(on bool) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return errClosed
+	}
+	return c.poller.watchWrites(c, on)
 }
 
 func (c *conn) waitWritable() error {

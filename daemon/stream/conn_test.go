@@ -200,3 +200,39 @@ func setRcvbuf(rc syscall.RawConn, n int) error {
 	rc.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, n) })
 	return err
 }
+
+// A client that keeps up never costs the poller a "writable" wake-up: it is watched only while a
+// writer waits for room. Before, every connection was registered for it and the registration
+// itself reported the edge: one wasted wake-up per connection, in the middle of a connect burst.
+func TestWritesThatFitWakeNoPoller(t *testing.T) {
+	srv, reg, port := testServerHub(t, Config{}, hub.Config{QueueLimit: 64})
+	at := liveMatch(t, reg)
+	c, err := net.Dial("tcp", port.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("VERSION:3:CONNECT:fast:MATCH:" + liveID + ":FROM:0\n"))
+	waitCond(t, "the subscription", func() bool { return reg.Stats.Subscribers.Load() == 1 })
+	r := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	const n = 50
+	for i := range n + 1 {
+		if i > 0 {
+			ev := match.Event{At: at.Add(time.Duration(i) * time.Second), Kind: match.KindComment, Comment: fmt.Sprint(i)}
+			if _, err := reg.Post(context.Background(), liveID, []match.Event{ev}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := r.ReadString('\n'); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+	}
+	var wakes int64
+	for _, p := range srv.pollers {
+		wakes += p.writeWakes.Load()
+	}
+	if wakes != 0 {
+		t.Fatalf("%d writable wake-ups for %d writes that fit", wakes, n+1)
+	}
+}

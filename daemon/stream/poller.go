@@ -23,6 +23,8 @@ type poller struct {
 	// dispatch is held while a batch of events is handled, so a hand-over can pause the poller
 	// between batches and read connection state the poller goroutine otherwise owns.
 	dispatch sync.Mutex
+	// writeWakes counts "writable" events handled (tests: an idle connection gets none).
+	writeWakes atomic.Int64
 }
 
 func newPoller(s *Server) (*poller, error) {
@@ -47,8 +49,23 @@ func (p *poller) add(c *conn) error {
 	p.mu.Lock()
 	p.conns[int32(c.fd)] = c
 	p.mu.Unlock()
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(c.fd)}
+	ev := unix.EpollEvent{Events: readEvents, Fd: int32(c.fd)}
 	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev)
+}
+
+// readEvents are what every connection is registered for. "Writable" is asked for only while a
+// writer waits for room (watchWrites): registered always, it is reported at registration, a
+// wake-up per connection for nothing during a connect burst.
+const readEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
+
+// watchWrites asks for c's "writable" edge too (on), or no longer (off). EPOLL_CTL_MOD looks at
+// the socket's readiness as it is, so room that came between the EAGAIN and this call is reported.
+func (p *poller) watchWrites(c *conn, on bool) error {
+	ev := unix.EpollEvent{Events: readEvents, Fd: int32(c.fd)}
+	if on {
+		ev.Events |= unix.EPOLLOUT
+	}
+	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
 }
 
 // remove forgets c; called by c.Close with c's write lock held, before the fd is closed, so an
@@ -98,6 +115,7 @@ func (p *poller) run() {
 				continue
 			}
 			if ev.Events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+				p.writeWakes.Add(1)
 				c.writable()
 			}
 			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
