@@ -7,9 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"time"
 )
@@ -63,52 +61,21 @@ func runMosquitto(ctx context.Context, cfg *Config) (*Figures, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mosquitto is not installed (apt install mosquitto)")
 	}
-	addr, err := freePort()
+	b, addr, err := startBroker(ctx, "mosquitto", exe, func(addr string) string {
+		_, port, _ := net.SplitHostPort(addr)
+		return "listener " + port + " 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\n"
+	}, func(conf string) []string { return []string{"-c", conf} })
 	if err != nil {
 		return nil, err
 	}
-	_, port, _ := net.SplitHostPort(addr)
-	dir, err := os.MkdirTemp("", "matchstream-mosquitto-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	conf := filepath.Join(dir, "mosquitto.conf")
-	os.WriteFile(conf, []byte("listener "+port+" 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\n"), 0o644)
-	cmd := exec.CommandContext(ctx, exe, "-c", conf)
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	var pub net.Conn
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		if pub, err = net.Dial("tcp", addr); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("mosquitto did not start: %w", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	defer pub.Close()
-	pub.Write(mqttConnect("bench-publisher"))
-	bufio.NewReader(pub).Discard(4) // CONNACK
+	defer b.stop()
+	b.pub.Write(mqttConnect("bench-publisher"))
+	bufio.NewReader(b.pub).Discard(4) // CONNACK
+	publish := func(payload string) error { _, err := b.pub.Write(mqttPublish(payload)); return err }
 	var fl *fleet
-	settled := func(expect int) error {
-		// Subscriptions are asynchronous: publish a ready marker until every client has one.
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
-			pub.Write(mqttPublish(readyMarker))
-			if fl.allReady(2 * time.Second) {
-				return nil
-			}
-		}
-		return fmt.Errorf("mosquitto: not every client subscribed within 30s")
-	}
-	event := func() error {
-		_, err := pub.Write(mqttPublish(stampPrefix + strconv.FormatInt(time.Now().UnixNano(), 10) + "\n"))
-		return err
-	}
-	return measureWith(ctx, cfg, "mosquitto", []string{addr}, cmd.Process.Pid, mqttSubscribeLine, &fl, settled, event)
+	event := func() error { return publish(stampPrefix + strconv.FormatInt(time.Now().UnixNano(), 10) + "\n") }
+	return measureWith(ctx, cfg, "mosquitto", []string{addr}, b.cmd.Process.Pid, mqttSubscribeLine, &fl,
+		settleByMarker("mosquitto", publish, &fl), event)
 }
 
 func freePort() (string, error) {

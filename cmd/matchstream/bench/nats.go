@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,39 +51,18 @@ func runNATS(ctx context.Context, cfg *Config) (*Figures, error) {
 	if err != nil {
 		return nil, err
 	}
-	addr, err := freePort()
+	b, addr, err := startBroker(ctx, "nats-server", exe, func(addr string) string {
+		return fmt.Sprintf("listen: %s\nping_interval: \"1h\"\nmax_connections: 1000000\n", addr)
+	}, func(conf string) []string { return []string{"-c", conf} })
 	if err != nil {
 		return nil, err
 	}
-	host, port, _ := net.SplitHostPort(addr)
-	dir, err := os.MkdirTemp("", "matchstream-nats-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	conf := filepath.Join(dir, "nats.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf("listen: %s:%s\nping_interval: \"1h\"\nmax_connections: 1000000\n", host, port)), 0o644)
-	cmd := exec.CommandContext(ctx, exe, "-c", conf)
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	var pub net.Conn
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		if pub, err = net.Dial("tcp", addr); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("nats-server did not start: %w", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	defer pub.Close()
-	r := bufio.NewReader(pub)
+	defer b.stop()
+	r := bufio.NewReader(b.pub)
 	if info, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(info, "INFO ") {
 		return nil, fmt.Errorf("nats-server: no INFO from it: %q %v", info, err)
 	}
-	pub.Write([]byte("CONNECT {\"verbose\":false,\"pedantic\":false}\r\n"))
+	b.pub.Write([]byte("CONNECT {\"verbose\":false,\"pedantic\":false}\r\n"))
 	go func() { // answer the server's PINGs on the publisher, in case; drop the rest
 		for {
 			l, err := r.ReadString('\n')
@@ -92,24 +70,13 @@ func runNATS(ctx context.Context, cfg *Config) (*Figures, error) {
 				return
 			}
 			if strings.HasPrefix(l, "PING") {
-				pub.Write([]byte("PONG\r\n"))
+				b.pub.Write([]byte("PONG\r\n"))
 			}
 		}
 	}()
+	publish := func(payload string) error { _, err := b.pub.Write(natsPublish(payload)); return err }
 	var fl *fleet
-	settled := func(int) error {
-		// Subscriptions are asynchronous: publish a ready marker until every client has one.
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
-			pub.Write(natsPublish(readyMarker))
-			if fl.allReady(2 * time.Second) {
-				return nil
-			}
-		}
-		return fmt.Errorf("nats: not every client subscribed within 30s")
-	}
-	event := func() error {
-		_, err := pub.Write(natsPublish(stampPrefix + strconv.FormatInt(time.Now().UnixNano(), 10) + "\n"))
-		return err
-	}
-	return measureWith(ctx, cfg, "nats", []string{addr}, cmd.Process.Pid, natsSubscribeLine, &fl, settled, event)
+	event := func() error { return publish(stampPrefix + strconv.FormatInt(time.Now().UnixNano(), 10) + "\n") }
+	return measureWith(ctx, cfg, "nats", []string{addr}, b.cmd.Process.Pid, natsSubscribeLine, &fl,
+		settleByMarker("nats", publish, &fl), event)
 }
