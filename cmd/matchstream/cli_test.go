@@ -63,8 +63,8 @@ func TestCLIErrors(t *testing.T) {
 		args []string
 	}{
 		{"unknown flag", 2, []string{"flag provided but not defined"}, []string{"serve", "--nope"}},
-		{"every config problem at once", 2, []string{"invalid configuration", "max-line", "client-queue", "handshake-timeout"},
-			[]string{"serve", "--config", "/dev/null", "--check", "--max-line", "1", "--client-queue", "0", "--handshake-timeout", "1ms"}},
+		{"every config problem at once", 2, []string{"invalid configuration", "max-line", "client-queue", "handshake-timeout", "gc-percent: 5 is outside"},
+			[]string{"serve", "--config", "/dev/null", "--check", "--max-line", "1", "--client-queue", "0", "--handshake-timeout", "1ms", "--gc-percent", "5"}},
 		{"bad stream range", 2, []string{"first <= last"}, []string{"serve", "--config", "/dev/null", "--check", "--stream", "127.0.0.1:9005-9000"}},
 		{"unknown config key", 2, []string{`unknown key "streem"`, "hint: keys are the flag names"}, []string{"serve", "--config", badConf, "--check"}},
 		{"broken toml", 2, []string{"config file " + brokenToml}, []string{"serve", "--config", brokenToml, "--check"}},

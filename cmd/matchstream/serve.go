@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 
 	sdaemon "github.com/coreos/go-systemd/v22/daemon"
@@ -86,6 +87,8 @@ func daemonFlags() []cli.Flag {
 			Usage: "how far ahead of this server's clock a posted event's \"at\" may be; later ones are refused (400), since events never go back in time"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "send-buffer", Value: d.Stream.SendBuffer, EnvVars: env("send-buffer"),
 			Usage: "fixed SO_SNDBUF per client socket in bytes, the kernel doubles it; bounds what a client that stops reading pins before it is cut (0 = kernel autotuning up to tcp_wmem, which let stalled clients absorb megabytes)"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "gc-percent", Value: d.GCPercent, EnvVars: env("gc-percent"),
+			Usage: "the Go collector's target (as GOGC, which wins when set): heap growth past what is live before a collection; lower holds idle connections in less memory for a little more CPU"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-body", Value: d.API.MaxBodySize, EnvVars: env("max-body"),
 			Usage: "largest API request body in bytes"}),
 	}, logFlags()...)
@@ -149,6 +152,9 @@ func serve(cfg daemon.Config, log *slog.Logger) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(cfg.GCPercent) // process-wide, so here and not in the daemon package
+	}
 	srv, err := daemon.New(cfg, log)
 	if err != nil {
 		return err
@@ -201,6 +207,7 @@ func configFrom(c *cli.Context) (daemon.Config, error) {
 	cfg.Stream.MaxLine = c.Int("max-line")
 	cfg.Stream.KeepAlive = c.Duration("keepalive")
 	cfg.Stream.SendBuffer = c.Int("send-buffer")
+	cfg.GCPercent = c.Int("gc-percent")
 	cfg.Stream.Welcome = c.Bool("welcome")
 	cfg.Stream.ConnRate, cfg.Stream.ConnBurst = c.Float64("conn-rate"), c.Int("conn-burst")
 	cfg.Hub.QueueLimit = c.Int("client-queue")
