@@ -68,6 +68,7 @@ type Hub struct {
 	// pending are the broadcasts not yet handed out, in order; fanning: a fanOut goroutine is
 	// handing them out; idle wakes Drain when it has.
 	pending []batch
+	shared  bool // subs is held by a pending batch too (ownSubsLocked)
 	fanning bool
 	idle    *sync.Cond
 }
@@ -106,6 +107,7 @@ func (h *Hub) Subscribe(conn Conn, version int, first [][]byte, last bool) *Subs
 	s := &Subscriber{hub: h, conn: conn, Version: version, idx: -1}
 	h.mu.Lock()
 	if !last && !h.closed {
+		h.ownSubsLocked()
 		s.idx = len(h.subs)
 		h.subs = append(h.subs, s)
 		h.stats.count(version, 1)
@@ -177,6 +179,7 @@ func (h *Hub) removeLocked(s *Subscriber) bool {
 	if i < 0 || i >= len(h.subs) || h.subs[i] != s {
 		return false
 	}
+	h.ownSubsLocked()
 	last := len(h.subs) - 1
 	h.subs[i] = h.subs[last]
 	h.subs[i].idx = i
@@ -187,6 +190,16 @@ func (h *Hub) removeLocked(s *Subscriber) bool {
 	return true
 }
 
+// ownSubsLocked makes h.subs this hub's own before it is changed: a pending batch may hold the
+// same array (Broadcast shares it rather than copy 8 bytes per subscriber per event, garbage the
+// collector would then run for in the middle of the fan-out). h.mu is held.
+func (h *Hub) ownSubsLocked() {
+	if h.shared {
+		h.subs = slices.Clone(h.subs)
+		h.shared = false
+	}
+}
+
 // dropAllLocked empties the hub (match over, shutdown); h.mu is held.
 func (h *Hub) dropAllLocked() []*Subscriber {
 	subs := h.subs
@@ -194,7 +207,7 @@ func (h *Hub) dropAllLocked() []*Subscriber {
 		s.idx = -1
 		h.stats.count(s.Version, -1)
 	}
-	h.subs = nil
+	h.subs, h.shared = nil, false
 	h.closed = true
 	return subs
 }
@@ -222,7 +235,7 @@ func (h *Hub) Broadcast(posted time.Time, n int, frameFor func(version, i int) [
 	}
 	b.posted, b.last = posted, last
 	h.mu.Lock()
-	b.subs = slices.Clone(h.subs)
+	b.subs, h.shared = h.subs, true
 	if last {
 		h.dropAllLocked()
 	}
