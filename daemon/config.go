@@ -46,8 +46,8 @@ type Config struct {
 	// GCPercent is the Go garbage collector's target (GOGC) for the daemon process, applied by the
 	// CLI unless GOGC is set: the heap may grow this far past what is live before a collection.
 	// An idle connection is a few hundred bytes that live for hours, so the headroom is most of
-	// what a connection costs: 50 holds 15,000 at 0.60 KB each where 100 took 0.71-0.75 KB, for
-	// about 3% more CPU per fan-out and a few ms on a connect burst's p99 (docs/performance.md).
+	// what a connection costs: 50 holds 15,000 at 0.57-0.62 KB each where 100 took 0.77-0.79 KB,
+	// for a fan-out perhaps 5% slower, within this VM's noise (docs/performance.md).
 	GCPercent int
 
 	// Systemd is what the service manager passed this process, read from the environment once by
