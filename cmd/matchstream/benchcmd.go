@@ -47,7 +47,7 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "find-limit", Usage: "double N from 16 until a client fails or --max-latency is crossed"},
 			&cli.DurationFlag{Name: "max-latency", Value: time.Second, Usage: "with --find-limit: p99 delivery latency bound"},
 			&cli.IntFlag{Name: "per-process", Usage: "clients per client process (default: the open-files limit less 256)"},
-			&cli.StringFlag{Name: "transport", Value: "tcp", Usage: "how clients watch, comma-separated, each measured in turn: tcp (protocol v3 on the stream ports), sse (Server-Sent Events on the API port, as browsers)"},
+			&cli.StringFlag{Name: "transport", Value: "tcp", Usage: "how clients watch, comma-separated, each measured in turn: tcp (protocol v3 on the stream ports), v1 (the original's protocol on the stream ports), sse (Server-Sent Events on the API port, as browsers)"},
 			&cli.DurationFlag{Name: "settle", Usage: "wait this long after the last connect before reading RSS (3m shows what held connections cost, once the connect burst's garbage is collected)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
 			&cli.StringFlag{Name: "report", Usage: "also write a self-contained HTML report to this file"},
@@ -109,10 +109,10 @@ func runBench(c *cli.Context) error {
 	}
 	for _, tr := range strings.Split(c.String("transport"), ",") {
 		switch tr = strings.TrimSpace(tr); tr {
-		case "tcp", "sse":
+		case "tcp", "v1", "sse":
 			cfg.Transports = append(cfg.Transports, tr)
 		default:
-			return usageErr(fmt.Errorf("unknown transport %q: want tcp or sse", tr), "")
+			return usageErr(fmt.Errorf("unknown transport %q: want tcp, v1 or sse", tr), "")
 		}
 	}
 	for _, b := range strings.Split(c.String("baseline"), ",") {

@@ -52,7 +52,8 @@ type Config struct {
 	// PerProcess caps the clients one process holds; above it they are spread over worker processes.
 	PerProcess int
 	// Transports are how the clients watch, each measured in turn: "tcp" (protocol v3 on the stream
-	// ports; the default) and "sse" (Server-Sent Events on the API port, as browsers do).
+	// ports; the default), "v1" (the original's protocol there) and "sse" (Server-Sent Events on
+	// the API port, as browsers do).
 	Transports []string
 	// Settle is a pause between the last connect and the RSS reading: what the connect burst
 	// allocated (HTTP request state, fasthttp's idle workers' stacks) is then collected and
@@ -66,7 +67,11 @@ func connectLine(transport string, i int, id string) string {
 	if transport == "sse" {
 		return "GET /matches/" + id + "/stream HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n"
 	}
-	return fmt.Sprintf("VERSION:3:CONNECT:b%d:MATCH:%s\r\n", i, id)
+	version := 3
+	if transport == "v1" {
+		version = 1 // the original's protocol: Erlang-term frames, the stamp inside the comment binary
+	}
+	return fmt.Sprintf("VERSION:%d:CONNECT:b%d:MATCH:%s\r\n", version, i, id)
 }
 
 // Figures are the measurements of one server under one load.
@@ -234,6 +239,9 @@ func runMatchstream(ctx context.Context, cfg *Config, transport string) (*Figure
 			return nil, fmt.Errorf("--transport sse: the API URL %q has no host:port", cfg.API)
 		}
 		server, addrs = "matchstream-sse", []string{u.Host}
+	}
+	if transport == "v1" {
+		server = "matchstream-v1"
 	}
 	c := *cfg
 	c.Transports = []string{transport} // what workers, if any, speak

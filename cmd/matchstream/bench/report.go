@@ -24,7 +24,7 @@ func Print(w io.Writer, r *Result) {
 	}
 	ms := r.Runs[0]
 	for _, b := range r.Runs[1:] {
-		fmt.Fprintf(w, "matchstream / %s: to last client %s, latency p99 %s, CPU per event %s, RSS per connection %s\n", b.Server,
+		fmt.Fprintf(w, "%s / %s: to last client %s, latency p99 %s, CPU per event %s, RSS per connection %s\n", ms.Server, b.Server,
 			ratio(ms.LastClientMs, b.LastClientMs), ratio(ms.LatencyP99, b.LatencyP99), ratio(ms.CPUPerEventMs, b.CPUPerEventMs),
 			ratio(ms.RSSPerConnKB, b.RSSPerConnKB))
 	}
