@@ -4,6 +4,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -18,9 +19,11 @@ import (
 
 // Baseline servers, run as a child process (`matchstream bench-baseline`) so their memory is
 // measured apart from the bench's clients:
-//   - floor: accepts connections and, for each event, writes it to every socket with plain write(2)
+//   - floor: accepts with blocking accept4(2) calls on a thread of their own, reads each client's
+//     connect line and answers it with a status line, and for each event writes it to every socket with plain write(2)
 //     calls, the sockets split over one goroutine per CPU as the daemon splits them (a floor on one
-//     core would flatter a daemon that uses them all). Nothing can fan out faster on this kernel.
+//     core would flatter a daemon that uses them all). Nothing can accept or fan out faster on this
+//     kernel.
 //   - naive: the goroutine-per-connection server most Go code starts as: each connection has a
 //     goroutine blocked reading and a goroutine writing what a channel brings.
 // Control protocol on stdin: "EVENT [match]\n" writes one stamped event to every connection (naive:
@@ -39,7 +42,43 @@ func ServeBaseline(kind, addr string, in io.Reader, out io.Writer) error {
 	var chans []chan []byte              // naive: one channel per connection
 	groups := map[string][]chan []byte{} // naive: the channels of each match (from the connect line)
 	var keep []net.Conn                  // keeps accepted connections referenced
+	if kind == "floor" {
+		lf, err := ln.(*net.TCPListener).File() // a duplicate, in blocking mode: accept4 waits in the kernel
+		if err != nil {
+			return err
+		}
+		defer lf.Close()
+		lfd := int(lf.Fd())
+		go func() {
+			status := []byte(`{"kind":"status"}` + "\n")
+			for {
+				fd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC) // blocking: writes block too, no EAGAIN
+				if err == unix.EINTR || err == unix.ECONNABORTED {
+					continue
+				}
+				if err != nil {
+					return
+				}
+				// The least a server must do for a client: read its connect line, answer it.
+				var line [256]byte
+				for got := 0; got < len(line); {
+					n, err := unix.Read(fd, line[got:])
+					if n <= 0 || err != nil || bytes.IndexByte(line[got:got+n], '\n') >= 0 {
+						break
+					}
+					got += n
+				}
+				unix.Write(fd, status)
+				mu.Lock()
+				fds = append(fds, fd)
+				mu.Unlock()
+			}
+		}()
+	}
 	go func() {
+		if kind == "floor" {
+			return // accepted above
+		}
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -47,35 +86,30 @@ func ServeBaseline(kind, addr string, in io.Reader, out io.Writer) error {
 			}
 			mu.Lock()
 			keep = append(keep, c)
-			switch kind {
-			case "floor":
-				raw, _ := c.(*net.TCPConn).SyscallConn()
-				raw.Control(func(fd uintptr) { fds = append(fds, int(fd)) })
-			default:
-				ch := make(chan []byte, 16)
-				go func() { // reader: blocked in Read, as a naive server is
-					r := bufio.NewReader(c)
-					line, err := r.ReadString('\n')
-					id := ""
-					if _, after, ok := strings.Cut(line, ":MATCH:"); ok {
-						id, _, _ = strings.Cut(strings.TrimRight(after, "\r\n"), ":")
+			ch := make(chan []byte, 16)
+			go func() { // reader: blocked in Read, as a naive server is
+				r := bufio.NewReader(c)
+				line, err := r.ReadString('\n')
+				ch <- []byte(`{"kind":"status"}` + "\n") // as a server answers a connect line
+				id := ""
+				if _, after, ok := strings.Cut(line, ":MATCH:"); ok {
+					id, _, _ = strings.Cut(strings.TrimRight(after, "\r\n"), ":")
+				}
+				mu.Lock()
+				chans = append(chans, ch)
+				groups[id] = append(groups[id], ch)
+				mu.Unlock()
+				for err == nil {
+					_, err = r.ReadString('\n')
+				}
+			}()
+			go func() { // writer
+				for b := range ch {
+					if _, err := c.Write(b); err != nil {
+						return
 					}
-					mu.Lock()
-					chans = append(chans, ch)
-					groups[id] = append(groups[id], ch)
-					mu.Unlock()
-					for err == nil {
-						_, err = r.ReadString('\n')
-					}
-				}()
-				go func() { // writer
-					for b := range ch {
-						if _, err := c.Write(b); err != nil {
-							return
-						}
-					}
-				}()
-			}
+				}
+			}()
 			mu.Unlock()
 		}
 	}()
@@ -85,7 +119,7 @@ func ServeBaseline(kind, addr string, in io.Reader, out io.Writer) error {
 		switch strings.TrimSpace(sc.Text()) {
 		case "COUNT":
 			mu.Lock()
-			n := len(keep)
+			n := len(fds)
 			if kind != "floor" {
 				n = len(chans) // subscribed: its connect line was read
 			}

@@ -76,15 +76,19 @@ func connectLine(transport string, i int, id string) string {
 
 // Figures are the measurements of one server under one load.
 type Figures struct {
-	Server       string  `json:"server"` // matchstream, floor, naive
-	Users        int     `json:"users"`
-	Connected    int     `json:"connected"`
-	Refused      int64   `json:"refused"`
-	TimedOut     int64   `json:"timed_out"`
-	OtherErrors  int64   `json:"other_errors"`
-	ConnectP50   float64 `json:"connect_p50_ms"`
-	ConnectP99   float64 `json:"connect_p99_ms"`
-	ConnectMax   float64 `json:"connect_max_ms"`
+	Server      string  `json:"server"` // matchstream, floor, naive
+	Users       int     `json:"users"`
+	Connected   int     `json:"connected"`
+	Refused     int64   `json:"refused"`
+	TimedOut    int64   `json:"timed_out"`
+	OtherErrors int64   `json:"other_errors"`
+	ConnectP50  float64 `json:"connect_p50_ms"`
+	ConnectP99  float64 `json:"connect_p99_ms"`
+	ConnectMax  float64 `json:"connect_max_ms"`
+	// FirstP50/FirstP99: from the dial to the server's first bytes (for us the status line after
+	// the connect line; the floor writes a status line on accept): what a user waits for.
+	FirstP50     float64 `json:"first_bytes_p50_ms"`
+	FirstP99     float64 `json:"first_bytes_p99_ms"`
 	RSSPerConnKB float64 `json:"rss_per_connection_kb"`
 	RSSBaseMB    float64 `json:"rss_before_mb"`
 	RSSLoadedMB  float64 `json:"rss_loaded_mb"`
@@ -417,6 +421,8 @@ func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string
 	finish()
 	cs := fl.connectTimes()
 	fig.ConnectP50, fig.ConnectP99, fig.ConnectMax = ms(pct(cs, 0.5)), ms(pct(cs, 0.99)), ms(pct(cs, 1))
+	fs := fl.firstTimes()
+	fig.FirstP50, fig.FirstP99 = ms(pct(fs, 0.5)), ms(pct(fs, 0.99))
 	fig.LastClientMs = ms(pct(lasts, 0.5))
 	fig.LatencyP50, fig.LatencyP99, fig.LatencyMax = ms(pct(all, 0.5)), ms(pct(all, 0.99)), ms(pct(all, 1))
 	if elapsed > 0 {
@@ -470,6 +476,8 @@ func mixed(cfg *Config, fig *Figures, fl clients, event func() error, end func()
 	all := fl.finish()
 	cs := fl.connectTimes()
 	fig.ConnectP50, fig.ConnectP99, fig.ConnectMax = ms(pct(cs, 0.5)), ms(pct(cs, 0.99)), ms(pct(cs, 1))
+	fs := fl.firstTimes()
+	fig.FirstP50, fig.FirstP99 = ms(pct(fs, 0.5)), ms(pct(fs, 0.99))
 	fig.Server = fmt.Sprintf("%s (%d matches, %.0f events/s)", fig.Server, cfg.Matches, cfg.Rate)
 	fig.LatencyP50, fig.LatencyP99, fig.LatencyMax = ms(pct(all, 0.5)), ms(pct(all, 0.99)), ms(pct(all, 1))
 	fig.DeliveriesSec = float64(len(all)) / elapsed.Seconds()

@@ -37,6 +37,8 @@ func stampOf(line []byte) int64 {
 type fleet struct {
 	conns    []net.Conn
 	connect  []time.Duration
+	started  []time.Time    // when each client began to dial
+	first    []atomic.Int64 // nanoseconds from the dial to the first bytes the server sent (the status)
 	refused  atomic.Int64
 	timedOut atomic.Int64
 	otherErr atomic.Int64
@@ -66,7 +68,8 @@ func (f *fleet) allReady(d time.Duration) bool {
 
 // dialAll connects n clients to addrs (round-robin), at most c at once, sending line(i) on each.
 func dialAll(ctx context.Context, n, c int, addrs []string, line func(i int) string, progress func(done int)) *fleet {
-	f := &fleet{conns: make([]net.Conn, n), connect: make([]time.Duration, n), lat: make([][]time.Duration, n),
+	f := &fleet{conns: make([]net.Conn, n), connect: make([]time.Duration, n), started: make([]time.Time, n),
+		first: make([]atomic.Int64, n), lat: make([][]time.Duration, n),
 		received: make([]atomic.Int64, n), lastRecv: make([]atomic.Int64, n), ready: make([]atomic.Bool, n)}
 	sem := make(chan struct{}, c)
 	var wg sync.WaitGroup
@@ -79,6 +82,7 @@ func dialAll(ctx context.Context, n, c int, addrs []string, line func(i int) str
 			defer func() { <-sem }()
 			d := net.Dialer{Timeout: 10 * time.Second}
 			t0 := time.Now()
+			f.started[i] = t0
 			conn, err := d.DialContext(ctx, "tcp", addrs[i%len(addrs)])
 			if err != nil {
 				var ne net.Error
@@ -118,6 +122,9 @@ func (f *fleet) read(i int, c net.Conn) {
 	r := bufio.NewReaderSize(c, 4096)
 	for {
 		line, err := r.ReadSlice('\n')
+		if len(line) > 0 && f.first[i].Load() == 0 {
+			f.first[i].Store(int64(time.Since(f.started[i])))
+		}
 		if bytes.HasSuffix(line, []byte(readyMarker)) {
 			f.ready[i].Store(true)
 		}

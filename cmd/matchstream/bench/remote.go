@@ -19,6 +19,9 @@ import (
 type clients interface {
 	counts() (connected int, refused, timedOut, other int64)
 	connectTimes() []time.Duration
+	// firstTimes are, per client that got any, the times from its dial to the server's first
+	// bytes: connect, connect line and status, as a user waits for them.
+	firstTimes() []time.Duration
 	waitReceived(k int64, timeout time.Duration) bool
 	lastArrival() time.Time
 	finish() []time.Duration // closes the clients, returns every delivery latency
@@ -38,6 +41,16 @@ func (f *fleet) connectTimes() []time.Duration {
 	return out
 }
 
+func (f *fleet) firstTimes() []time.Duration {
+	var out []time.Duration
+	for i := range f.first {
+		if d := f.first[i].Load(); d > 0 {
+			out = append(out, time.Duration(d))
+		}
+	}
+	return out
+}
+
 func (f *fleet) finish() []time.Duration {
 	f.close()
 	return f.latencies()
@@ -50,6 +63,7 @@ type workerReport struct {
 	TimedOut  int64   `json:"timed_out"`
 	Other     int64   `json:"other"`
 	Connect   []int64 `json:"connect_ns"`
+	First     []int64 `json:"first_ns"`
 	Latencies []int64 `json:"latencies_ns"`
 }
 
@@ -77,6 +91,9 @@ func ServeClients(ctx context.Context, addrs, ids []string, transport string, of
 			rep := workerReport{Connected: conn, Refused: ref, TimedOut: to, Other: oth}
 			for _, d := range fl.connectTimes() {
 				rep.Connect = append(rep.Connect, int64(d))
+			}
+			for _, d := range fl.firstTimes() {
+				rep.First = append(rep.First, int64(d))
 			}
 			for _, d := range fl.finish() {
 				rep.Latencies = append(rep.Latencies, int64(d))
@@ -183,6 +200,17 @@ func (w *workers) connectTimes() []time.Duration {
 	var out []time.Duration
 	for _, r := range w.report {
 		for _, d := range r.Connect {
+			out = append(out, time.Duration(d))
+		}
+	}
+	return out
+}
+
+func (w *workers) firstTimes() []time.Duration {
+	w.collect()
+	var out []time.Duration
+	for _, r := range w.report {
+		for _, d := range r.First {
 			out = append(out, time.Duration(d))
 		}
 	}
