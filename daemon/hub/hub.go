@@ -3,10 +3,11 @@
 // reach a socket beyond the Conn it is given.
 //
 // Delivery: a broadcast renders each frame once per protocol version and hands the same bytes to
-// every subscriber, from a fan-out goroutine of the hub (its caller, a post, does not wait). When the connection can write without blocking (TryWriter, the epoll layer),
-// the broadcaster writes straight to the socket — one writev per subscriber per batch, the
-// subscribers split over all cores, no goroutine per delivery. Only a subscriber whose socket is
-// full gets a flush goroutine, which lives until its queue drains.
+// every subscriber, from a fan-out goroutine of the hub (its caller, a post, does not wait). When
+// the connection can write without blocking (TryWriter, the epoll layer), the fan-out writes
+// straight to the socket — one writev per subscriber per batch, the subscribers split over all
+// cores, no goroutine per delivery. Only a subscriber whose socket is full gets a flush
+// goroutine, which lives until its queue drains.
 //
 // Slow-consumer policy: a broadcast never blocks on a client. A subscriber that still has
 // QueueLimit frames queued from earlier broadcasts, or whose socket takes nothing for WriteTimeout,
@@ -220,10 +221,9 @@ const parallelMin = 256
 // hands them out, batch after batch in the order they were broadcast, so the post that caused
 // them is answered without waiting for 15,000 writes. The batch goes to the subscribers of this
 // moment; who subscribes after it was sent a status or history that has it. It never blocks on a
-// client. A subscriber that still has
-// QueueLimit frames or more queued from earlier broadcasts is cut as a slow consumer instead;
-// counting the backlog before the batch means a large batch posted at once does not cut a client
-// that keeps up. If last, each subscriber is closed once the batch is written and the hub takes no
+// client. A subscriber that still has QueueLimit frames or more queued from earlier broadcasts is
+// cut as a slow consumer instead; counting the backlog before the batch means a large batch
+// posted at once does not cut a client that keeps up. If last, each subscriber is closed once the batch is written and the hub takes no
 // new subscribers. posted is when the batch reached the daemon, for the latency histogram.
 func (h *Hub) Broadcast(posted time.Time, n int, frameFor func(version, i int) []byte, last bool) {
 	var b batch // built once per version, shared by every subscriber
