@@ -86,7 +86,7 @@ type Figures struct {
 	ConnectP99  float64 `json:"connect_p99_ms"`
 	ConnectMax  float64 `json:"connect_max_ms"`
 	// FirstP50/FirstP99: from the dial to the server's first bytes (for us the status line after
-	// the connect line; the floor writes a status line on accept): what a user waits for.
+	// the connect line; the floor answers the connect line with one too): what a user waits for.
 	FirstP50     float64 `json:"first_bytes_p50_ms"`
 	FirstP99     float64 `json:"first_bytes_p99_ms"`
 	RSSPerConnKB float64 `json:"rss_per_connection_kb"`
