@@ -118,3 +118,44 @@ func fanOutClient(c net.Conn, lines *atomic.Int64) {
 		}
 	}
 }
+
+// BenchmarkConnect is one client's connect, connect line and status line, the clients kept
+// connected (run with -benchtime Nx, N under half the open-files limit): for a CPU profile of
+// what a connect burst costs the daemon.
+func BenchmarkConnect(b *testing.B) {
+	s, err := New(testConfig(b), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Start(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	defer s.Shutdown(b.Context())
+	raw, err := os.ReadFile(daemontest.SampleJSONL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	start, _, _ := strings.Cut(string(raw), "\n")
+	id := daemontest.SampleID
+	post(b, s, id, start)
+	_, streams := s.Addrs()
+	conns := make([]net.Conn, 0, b.N)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	buf := make([]byte, 4096)
+	b.ResetTimer()
+	for i := range b.N {
+		c, err := net.Dial("tcp", streams[i%len(streams)].String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		conns = append(conns, c)
+		fmt.Fprintf(c, "VERSION:3:CONNECT:b%d:MATCH:%s\r\n", i, id)
+		if _, err := c.Read(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

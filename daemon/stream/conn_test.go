@@ -236,3 +236,47 @@ func TestWritesThatFitWakeNoPoller(t *testing.T) {
 		t.Fatalf("%d writable wake-ups for %d writes that fit", wakes, n+1)
 	}
 }
+
+// The socket options are set once on the listening socket and every accepted socket has them
+// (Linux copies them on accept): no Nagle delay, keepalive with the configured idle time, and
+// the fixed send buffer (which the kernel doubles).
+func TestAcceptedSocketsAreTuned(t *testing.T) {
+	srv, reg, port := testServerHub(t, Config{KeepAlive: 42 * time.Second, SendBuffer: 16384}, hub.Config{QueueLimit: 8})
+	liveMatch(t, reg)
+	// The first may have completed before the accept loop tuned the listener (and is tuned
+	// itself); the second comes once the loop has waited on an empty queue, so it inherits.
+	for i := range 2 {
+		c, err := net.Dial("tcp", port.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte("VERSION:3:CONNECT:t:MATCH:" + liveID + "\n"))
+		waitCond(t, "the subscription", func() bool { return reg.Stats.Subscribers.Load() == int64(i+1) })
+	}
+	var fds []int
+	for _, p := range srv.pollers {
+		for _, cn := range p.all() {
+			fds = append(fds, cn.fd)
+		}
+	}
+	if len(fds) != 2 {
+		t.Fatalf("%d connections, want 2", len(fds))
+	}
+	for _, fd := range fds {
+		for _, o := range []struct {
+			name           string
+			level, opt, is int
+		}{
+			{"TCP_NODELAY", syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1},
+			{"SO_KEEPALIVE", syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
+			{"TCP_KEEPIDLE", syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, 42},
+			{"TCP_KEEPINTVL", syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 14},
+			{"SO_SNDBUF", syscall.SOL_SOCKET, syscall.SO_SNDBUF, 2 * 16384},
+		} {
+			if v, err := syscall.GetsockoptInt(fd, o.level, o.opt); err != nil || v != o.is {
+				t.Errorf("%s of an accepted socket = %d, %v; want %d", o.name, v, err, o.is)
+			}
+		}
+	}
+}

@@ -120,6 +120,14 @@ func (s *Server) Serve(p *listen.Port) error {
 		return fmt.Errorf("stream port %d: dup: %w", p.Number(), dupErr)
 	}
 	defer unix.Close(lfd)
+	// Set on the listening socket, the options are copied into each socket it accepts (Linux
+	// clones the listener when a handshake completes): six setsockopt calls a connection fewer in
+	// a connect burst. A connection that completed before, already queued (a socket-activated or
+	// handed-over listener's backlog), has not got them: each is tuned until the queue is first
+	// found empty, after which every accepted one completed later. If the listener refuses an
+	// option, every accepted socket is tuned.
+	listenerTuned := s.tune(lfd) == nil
+	inherited := false
 	w, err := newWaiter(lfd)
 	if err != nil {
 		return fmt.Errorf("stream port %d: %w", p.Number(), err)
@@ -151,11 +159,15 @@ func (s *Server) Serve(p *listen.Port) error {
 			continue
 		case err == nil:
 			delay = 0
+			if !inherited {
+				s.tune(fd)
+			}
 			s.add(fd, p)
 			continue
 		case err == unix.EINTR || err == unix.ECONNABORTED:
 			continue
 		case err == unix.EAGAIN:
+			inherited = listenerTuned
 			if !w.wait(-1) {
 				return nil
 			}
@@ -192,7 +204,6 @@ func (s *Server) add(fd int, p *listen.Port) {
 		unix.Close(fd)
 		return
 	}
-	s.tune(fd)
 	if s.cfg.Welcome {
 		unix.Write(fd, []byte(protocol.Welcome)) // a fresh socket has room for it
 	}
@@ -208,20 +219,25 @@ func (s *Server) add(fd int, p *listen.Port) {
 	}
 }
 
-// tune sets a client socket's options: no Nagle delay, keepalive to find half-open connections, and
-// the configured send buffer.
-func (s *Server) tune(fd int) {
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+// tune sets a client socket's options, or a listening socket's for the sockets it accepts: no
+// Nagle delay, keepalive to find half-open connections, and the configured send buffer.
+func (s *Server) tune(fd int) error {
+	opts := [][3]int{{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1}}
 	if ka := s.cfg.KeepAlive; ka > 0 {
 		secs := max(1, int(ka.Seconds()))
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
-		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs)
-		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, max(1, secs/3))
-		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 3)
+		opts = append(opts, [3]int{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1}, [3]int{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs},
+			[3]int{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, max(1, secs/3)}, [3]int{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 3})
 	}
 	if s.cfg.SendBuffer > 0 {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, s.cfg.SendBuffer)
+		opts = append(opts, [3]int{unix.SOL_SOCKET, unix.SO_SNDBUF, s.cfg.SendBuffer})
 	}
+	var errs []error
+	for _, o := range opts {
+		if err := unix.SetsockoptInt(fd, o[0], o[1], o[2]); err != nil {
+			errs = append(errs, fmt.Errorf("setsockopt %d/%d: %w", o[0], o[1], err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // sweep cuts connections that sent no connect line in time.
