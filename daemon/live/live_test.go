@@ -179,3 +179,43 @@ func TestRegistry(t *testing.T) {
 		t.Fatal("a live match is not live after reopen")
 	}
 }
+
+// The v3 status is rendered once per state and shared, so a subscriber after an event must get
+// the new one, and a v1 subscriber's status still carries its own connect time.
+func TestStatusFollowsState(t *testing.T) {
+	ctx := context.Background()
+	reg, _ := openSwappable(t)
+	const id = "a-b-2011-09-10"
+	if _, err := reg.Post(ctx, id, []match.Event{start("a", "b", at)}); err != nil {
+		t.Fatal(err)
+	}
+	first := func(version int, now time.Time) string {
+		c := &conn{}
+		if _, err := reg.Subscribe(c, id, version, live.Join{Now: now}); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			if s, _ := c.state(); s != "" { // a frame is written in one piece
+				return s
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no status")
+			}
+		}
+	}
+	a, b := first(3, at), first(3, at)
+	if a != b || !strings.Contains(a, `"seq":1`) {
+		t.Fatalf("two v3 statuses of one state: %q, %q", a, b)
+	}
+	goal := match.Event{At: at.Add(time.Minute), Kind: match.KindGoal, Team: "a", Player: &match.Player{Number: 9}}
+	if _, err := reg.Post(ctx, id, []match.Event{goal}); err != nil {
+		t.Fatal(err)
+	}
+	if c := first(3, at); !strings.Contains(c, `"seq":2`) || !strings.Contains(c, `"home_score":1`) {
+		t.Fatalf("v3 status after a goal: %q", c)
+	}
+	v1a, v1b := first(1, at.Add(time.Hour)), first(1, at.Add(2*time.Hour))
+	if !strings.HasPrefix(v1a, "2011-09-10 22:00:00") || !strings.HasPrefix(v1b, "2011-09-10 23:00:00") {
+		t.Fatalf("v1 statuses do not carry their connect times: %.40q, %.40q", v1a, v1b)
+	}
+}

@@ -81,6 +81,7 @@ type Match struct {
 	state   match.State
 	history []match.Record
 	frames  []protocol.Frames // frames[i] renders history[i]
+	status  *protocol.Frames  // the v3 and SSE status of state, nil until asked for or when it changes
 	changed chan struct{}     // closed and cleared when events are added: wakes long-polls
 	// endedAt is when this process saw the match end; once it has been over for a while and has no
 	// subscriber, Evict drops history and frames (evicted) and Restore reads them from the store

@@ -66,7 +66,7 @@ func (r *Registry) takeStores(m *Match, stored []match.Record, from uint64) erro
 	clients := m.hub.Len()
 	m.hub.Cut()
 	m.state = r.newMatch(m.id).state
-	m.history, m.frames, m.endedAt = nil, nil, time.Time{}
+	m.history, m.frames, m.endedAt, m.status = nil, nil, time.Time{}, nil
 	if err := m.foldLocked(stored, false, time.Time{}); err != nil {
 		return fmt.Errorf("take the store's history of %s: %w", m.id, err)
 	}

@@ -72,7 +72,7 @@ func (r *Registry) Subscribe(conn hub.Conn, id string, version int, j Join) (*hu
 		if now.IsZero() {
 			now = time.Now()
 		}
-		first = append(first, protocol.RenderStatus(&m.state, now).For(version))
+		first = append(first, m.statusFor(version, now))
 	}
 	return m.hub.Subscribe(conn, version, first, !m.state.Live()), nil
 }
@@ -108,4 +108,18 @@ func (r *Registry) lockForSubscribe(id string) (*Match, error) {
 		return nil, ErrNotFound
 	}
 	return m, nil
+}
+
+// statusFor is the status frame for a new subscriber of version; m.mu is held. The v3 and SSE
+// frames depend on the state alone, so they are rendered once per state and shared (a connect
+// burst subscribes thousands to one state); the v1 one carries the time of the connect.
+func (m *Match) statusFor(version int, now time.Time) []byte {
+	if version != 3 && version != protocol.VersionSSE {
+		return protocol.RenderV1Status(&m.state, now)
+	}
+	if m.status == nil {
+		v3 := protocol.RenderV3Status(&m.state)
+		m.status = &protocol.Frames{V3: v3, SSE: protocol.RenderSSE(m.state.Seq, "status", v3)}
+	}
+	return m.status.For(version)
 }

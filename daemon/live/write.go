@@ -227,6 +227,7 @@ func (m *Match) foldLocked(recs []match.Record, broadcast bool, posted time.Time
 }
 
 func (m *Match) add(rec match.Record) {
+	m.status = nil // the state it rendered has changed
 	m.history = append(m.history, rec)
 	m.frames = append(m.frames, protocol.RenderEvent(m.id, rec))
 	if m.state.Ended() && m.endedAt.IsZero() {
