@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,22 +28,10 @@ func BenchmarkPostRedis(b *testing.B) {
 		b.Run(fmt.Sprintf("min_replicas=%d", min), func(b *testing.B) {
 			cfg := testConfig(b)
 			cfg.Store, cfg.StoreMinReplicas, cfg.NodeID = primary.URL, min, fmt.Sprint("bench", min)
-			s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := s.Start(b.Context()); err != nil {
-				b.Fatal(err)
-			}
-			defer s.Shutdown(b.Context())
+			s := benchServer(b, cfg)
 			home := fmt.Sprintf("b%dn%x", min, time.Now().UnixNano()) // one match per run of the function
 			id := home + "-tig-2011-09-10"
-			raw, err := os.ReadFile(daemontest.SampleJSONL)
-			if err != nil {
-				b.Fatal(err)
-			}
-			start, _, _ := strings.Cut(string(raw), "\n")
-			post(b, s, id, strings.Replace(start, `"home": "elp"`, `"home": "`+home+`"`, 1))
+			post(b, s, id, strings.Replace(sampleStart(b), `"home": "elp"`, `"home": "`+home+`"`, 1))
 			at := time.Date(2011, 9, 10, 21, 1, 0, 0, time.UTC)
 			var ds []time.Duration
 			b.ResetTimer()
@@ -65,21 +54,9 @@ func BenchmarkPostRedis(b *testing.B) {
 // process; their share of the profile is under daemon.fanOutClient.
 func BenchmarkFanOut(b *testing.B) {
 	const clients = 5000
-	s, err := New(testConfig(b), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.Start(b.Context()); err != nil {
-		b.Fatal(err)
-	}
-	defer s.Shutdown(b.Context())
-	raw, err := os.ReadFile(daemontest.SampleJSONL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	start, _, _ := strings.Cut(string(raw), "\n")
+	s := benchServer(b, testConfig(b))
 	id := daemontest.SampleID
-	post(b, s, id, start)
+	post(b, s, id, sampleStart(b))
 	_, streams := s.Addrs()
 	var lines atomic.Int64
 	for i := range clients {
@@ -123,21 +100,9 @@ func fanOutClient(c net.Conn, lines *atomic.Int64) {
 // connected (run with -benchtime Nx, N under half the open-files limit): for a CPU profile of
 // what a connect burst costs the daemon.
 func BenchmarkConnect(b *testing.B) {
-	s, err := New(testConfig(b), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.Start(b.Context()); err != nil {
-		b.Fatal(err)
-	}
-	defer s.Shutdown(b.Context())
-	raw, err := os.ReadFile(daemontest.SampleJSONL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	start, _, _ := strings.Cut(string(raw), "\n")
+	s := benchServer(b, testConfig(b))
 	id := daemontest.SampleID
-	post(b, s, id, start)
+	post(b, s, id, sampleStart(b))
 	_, streams := s.Addrs()
 	conns := make([]net.Conn, 0, b.N)
 	defer func() {
@@ -158,4 +123,29 @@ func BenchmarkConnect(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchServer is a started Server for a benchmark, shut down when it ends.
+func benchServer(b *testing.B, cfg Config) *Server {
+	b.Helper()
+	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Start(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Shutdown(context.Background()) })
+	return s
+}
+
+// sampleStart is the sample match's start event.
+func sampleStart(b *testing.B) string {
+	b.Helper()
+	raw, err := os.ReadFile(daemontest.SampleJSONL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	start, _, _ := strings.Cut(string(raw), "\n")
+	return start
 }

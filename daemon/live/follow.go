@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"matchstream/daemon/match"
 	"matchstream/daemon/store"
 )
 
@@ -114,23 +113,14 @@ func (r *Registry) watchNew(ctx context.Context, n store.Announcer) {
 
 func (r *Registry) follow(ctx context.Context, f store.Follower, m *Match) {
 	backoff := 100 * time.Millisecond
-	// check: the store failed since the last look, so it may be back with less than this node has
-	// (a restart without its data, a failover): a follower would wait for seqs it already has.
-	check := false
+	// A store back with less than this node has is caught by checkIncarnation, not here: go-redis
+	// retries this read on the new server without an error.
 	for ctx.Err() == nil {
-		var err error
-		if check {
-			err = r.Check(ctx, m.id)
-		}
 		after, ended := m.lastSeq()
 		if ended {
 			return
 		}
-		var recs []match.Record
-		if err == nil {
-			check = false
-			recs, err = f.Follow(ctx, m.id, after, 2*time.Second)
-		}
+		recs, err := f.Follow(ctx, m.id, after, 2*time.Second)
 		if err == nil && len(recs) > 0 {
 			err = r.Ingest(ctx, m.id, recs)
 		}
@@ -147,7 +137,6 @@ func (r *Registry) follow(ctx context.Context, f store.Follower, m *Match) {
 				return
 			}
 			backoff = min(2*backoff, 5*time.Second)
-			check = true
 			continue
 		}
 		backoff = 100 * time.Millisecond

@@ -196,21 +196,19 @@ func (w *workers) waitReceived(k int64, timeout time.Duration) bool {
 func (w *workers) lastArrival() time.Time { return w.last }
 
 func (w *workers) connectTimes() []time.Duration {
-	w.collect()
-	var out []time.Duration
-	for _, r := range w.report {
-		for _, d := range r.Connect {
-			out = append(out, time.Duration(d))
-		}
-	}
-	return out
+	return w.durations(func(r workerReport) []int64 { return r.Connect })
 }
 
 func (w *workers) firstTimes() []time.Duration {
+	return w.durations(func(r workerReport) []int64 { return r.First })
+}
+
+// durations gathers one list of nanoseconds from every worker's report.
+func (w *workers) durations(of func(workerReport) []int64) []time.Duration {
 	w.collect()
 	var out []time.Duration
 	for _, r := range w.report {
-		for _, d := range r.First {
+		for _, d := range of(r) {
 			out = append(out, time.Duration(d))
 		}
 	}
@@ -236,12 +234,5 @@ func (w *workers) collect() {
 }
 
 func (w *workers) finish() []time.Duration {
-	w.collect()
-	var out []time.Duration
-	for _, r := range w.report {
-		for _, d := range r.Latencies {
-			out = append(out, time.Duration(d))
-		}
-	}
-	return out
+	return w.durations(func(r workerReport) []int64 { return r.Latencies })
 }

@@ -148,34 +148,52 @@ func (s *Store) MinReplicas() int { return s.minReplicas }
 // replicas is how many replicas the primary has now (INFO replication: connected_slaves); in a
 // Cluster, the fewest any primary has.
 func (s *Store) replicas(ctx context.Context) (int, error) {
-	of := func(ctx context.Context, c goredis.Cmdable) (int, error) {
-		info, err := c.Info(ctx, "replication").Result()
+	vals, err := s.primariesInfo(ctx, "replication", "connected_slaves")
+	fewest := -1
+	for _, v := range vals {
+		if n, err := strconv.Atoi(v); err == nil && (fewest < 0 || n < fewest) {
+			fewest = n
+		}
+	}
+	return max(fewest, 0), err
+}
+
+// primariesInfo is one field of an INFO section, from the primary, or from each primary of a
+// Cluster (sorted); a server without the field gives none.
+func (s *Store) primariesInfo(ctx context.Context, section, field string) ([]string, error) {
+	of := func(ctx context.Context, c goredis.Cmdable) (string, bool, error) {
+		info, err := c.Info(ctx, section).Result()
 		if err != nil {
-			return 0, fmt.Errorf("replication info: %w", err)
+			return "", false, fmt.Errorf("%s info: %w", section, err)
 		}
 		for _, l := range strings.Split(info, "\n") {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "connected_slaves:"); ok {
-				return strconv.Atoi(v)
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), field+":"); ok {
+				return v, true, nil
 			}
 		}
-		return 0, nil
+		return "", false, nil
 	}
 	cc, ok := s.c.(*goredis.ClusterClient)
 	if !ok {
-		return of(ctx, s.c)
+		v, found, err := of(ctx, s.c)
+		if !found {
+			return nil, err
+		}
+		return []string{v}, err
 	}
 	var mu sync.Mutex
-	fewest := -1
+	var vals []string
 	err := cc.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
-		n, err := of(ctx, c)
-		mu.Lock()
-		if fewest < 0 || n < fewest {
-			fewest = n
+		v, found, err := of(ctx, c)
+		if found {
+			mu.Lock()
+			vals = append(vals, v)
+			mu.Unlock()
 		}
-		mu.Unlock()
 		return err
 	})
-	return max(fewest, 0), err
+	slices.Sort(vals)
+	return vals, err
 }
 
 // primaryOf is where an append to match id and its WAIT go, together on one connection (WAIT
@@ -486,32 +504,10 @@ func (s *Store) Ping(ctx context.Context) error {
 // Cluster), which a restart or a failover changes; go-redis retries a command on the new server
 // without telling, so a follower's blocking read does not.
 func (s *Store) Incarnation(ctx context.Context) (string, error) {
-	runID := func(ctx context.Context, c goredis.Cmdable) (string, error) {
-		info, err := c.Info(ctx, "server").Result()
-		if err != nil {
-			return "", fmt.Errorf("server info: %w", err)
-		}
-		for _, l := range strings.Split(info, "\n") {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "run_id:"); ok {
-				return v, nil
-			}
-		}
-		return "", errors.New("server info: no run_id")
+	ids, err := s.primariesInfo(ctx, "server", "run_id")
+	if err == nil && len(ids) == 0 {
+		err = errors.New("server info: no run_id")
 	}
-	cc, ok := s.c.(*goredis.ClusterClient)
-	if !ok {
-		return runID(ctx, s.c)
-	}
-	var mu sync.Mutex
-	var ids []string
-	err := cc.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
-		id, err := runID(ctx, c)
-		mu.Lock()
-		ids = append(ids, id)
-		mu.Unlock()
-		return err
-	})
-	slices.Sort(ids)
 	return strings.Join(ids, ","), err
 }
 
@@ -548,16 +544,25 @@ func (s *Store) followCommits(ctx context.Context, id string, after uint64, bloc
 // a match would stay unreadable, since no later commit comes. Events there whose post got 504
 // are shown too, as a retry under their key would make them.
 func (s *Store) settle(ctx context.Context, id string) (bool, error) {
-	last, err := s.c.XRevRangeN(ctx, eventsKey(id), "+", "-", 1).Result()
-	if err != nil || len(last) == 0 {
-		return false, err
+	// The last event and the last commit in one round trip: this runs on every quiet wait.
+	var events, commits *goredis.XMessageSliceCmd
+	if _, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		events = p.XRevRangeN(ctx, eventsKey(id), "+", "-", 1)
+		commits = p.XRevRangeN(ctx, commitsKey(id), "+", "-", 1)
+		return nil
+	}); err != nil {
+		return false, fmt.Errorf("last event and commit of %s: %w", id, err)
+	}
+	last, lastCommit := events.Val(), commits.Val()
+	if len(last) == 0 || len(lastCommit) == 0 { // no events, or written without WAIT: all readable
+		return false, nil
 	}
 	seq, err := strconv.ParseUint(strings.TrimSuffix(last[0].ID, "-1"), 10, 64)
 	if err != nil {
 		return false, fmt.Errorf("events of %s: entry %s: %w", id, last[0].ID, err)
 	}
-	upTo, all, err := s.committed(ctx, id)
-	if err != nil || all || upTo >= seq {
+	upTo, err := strconv.ParseUint(strings.TrimSuffix(lastCommit[0].ID, "-1"), 10, 64)
+	if err != nil || upTo >= seq {
 		return false, err
 	}
 	if err := s.confirm(ctx, id, seq); err != nil {
