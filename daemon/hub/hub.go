@@ -116,7 +116,7 @@ func (h *Hub) Subscribe(conn Conn, version int, first [][]byte, last bool) *Subs
 		last = true
 	}
 	h.mu.Unlock()
-	if (len(first) > 0 || last) && !s.deliver(first, last, false, time.Time{}) {
+	if (len(first) > 0 || last) && !s.deliver(first, last, false, time.Time{}, nil) {
 		s.Leave()
 	}
 	return s
@@ -289,14 +289,20 @@ func (h *Hub) fanOut() {
 // cut.
 func (b *batch) deliver() [][]*Subscriber {
 	subs := b.subs
+	if len(subs) == 0 {
+		return nil
+	}
+	st := subs[0].hub.stats
 	workers := min(runtime.GOMAXPROCS(0), max(1, len(subs)/parallelMin))
 	cut := make([][]*Subscriber, workers)
 	part := func(w int, part []*Subscriber) {
+		t := st.tallies()
 		for _, s := range part {
-			if !s.deliver(b.byVersion[s.Version%Versions], b.last, true, b.posted) {
+			if !s.deliver(b.byVersion[s.Version%Versions], b.last, true, b.posted, t) {
 				cut[w] = append(cut[w], s)
 			}
 		}
+		t.flush(st)
 	}
 	if workers == 1 {
 		part(0, subs)
@@ -332,7 +338,7 @@ func (h *Hub) Heartbeat(version int, frame []byte) {
 	var cut []*Subscriber
 	batch := [][]byte{frame}
 	for _, s := range h.subs {
-		if s.Version == version && !s.deliver(batch, false, true, time.Time{}) {
+		if s.Version == version && !s.deliver(batch, false, true, time.Time{}, nil) {
 			cut = append(cut, s)
 		}
 	}
@@ -351,7 +357,7 @@ func (h *Hub) Shutdown(frameFor func(version int) []byte) {
 	h.mu.Unlock()
 	now := time.Now()
 	for _, s := range subs {
-		s.deliver([][]byte{frameFor(s.Version)}, true, false, now)
+		s.deliver([][]byte{frameFor(s.Version)}, true, false, now, nil)
 	}
 }
 
@@ -391,7 +397,8 @@ func (s *Subscriber) Leave() {
 // and must be removed by the caller (which may hold hub.mu): cut because its backlog was at the
 // limit (only when limited: a subscription's first frames and the shutdown notice are never
 // refused), or its connection failed. frames is shared and never modified.
-func (s *Subscriber) deliver(frames [][]byte, last, limited bool, posted time.Time) bool {
+// A fan-out worker passes its tallies t; other callers nil.
+func (s *Subscriber) deliver(frames [][]byte, last, limited bool, posted time.Time, t *tallies) bool {
 	st := s.hub.stats
 	s.mu.Lock()
 	if s.done {
@@ -399,8 +406,8 @@ func (s *Subscriber) deliver(frames [][]byte, last, limited bool, posted time.Ti
 		return true
 	}
 	queued := len(s.queue)
-	if st.QueueDepth != nil && limited {
-		st.QueueDepth.Observe(float64(queued))
+	if limited {
+		st.observeDepth(t, queued)
 	}
 	if limited && queued >= s.hub.cfg.QueueLimit {
 		s.done = true
@@ -438,9 +445,12 @@ func (s *Subscriber) deliver(frames [][]byte, last, limited bool, posted time.Ti
 		return false
 	}
 	rest := remainder(frames, n)
-	st.Deliveries.Add(int64(len(frames) - len(rest)))
-	if st.Latency != nil && !posted.IsZero() && len(rest) < len(frames) {
-		st.Latency.Observe(time.Since(posted).Seconds())
+	if len(rest) < len(frames) {
+		latency := -1.0
+		if !posted.IsZero() {
+			latency = time.Since(posted).Seconds()
+		}
+		st.observeDelivered(t, len(frames)-len(rest), latency)
 	}
 	s.mu.Lock()
 	if len(rest) > 0 {

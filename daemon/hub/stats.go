@@ -20,7 +20,7 @@ type Stats struct {
 	MaxQueue     atomic.Int64 // the longest queue any subscriber had
 	// Latency observes seconds from an event's post reaching the daemon to its write to a socket;
 	// QueueDepth observes a subscriber's backlog (frames) each time a batch reaches it. Either may be nil.
-	Latency, QueueDepth Observer
+	Latency, QueueDepth *Histogram
 
 	// flushes are the flush goroutines writing queued frames, so a shutdown can wait for them.
 	flushes sync.WaitGroup
@@ -34,6 +34,51 @@ func (st *Stats) WaitFlushes() { st.flushes.Wait() }
 func (st *Stats) count(version int, delta int64) {
 	st.Subscribers.Add(delta)
 	st.ByVersion[version%Versions].Add(delta)
+}
+
+// tallies are one fan-out worker's observations of a batch, added to the shared Stats once it has
+// handed out its part (flush) rather than at every delivery.
+type tallies struct {
+	latency, depth *Tally
+	deliveries     int64
+}
+
+func (st *Stats) tallies() *tallies {
+	return &tallies{latency: st.Latency.Tally(), depth: st.QueueDepth.Tally()}
+}
+
+func (t *tallies) flush(st *Stats) {
+	t.latency.Flush()
+	t.depth.Flush()
+	st.Deliveries.Add(t.deliveries)
+	t.deliveries = 0
+}
+
+// observeDepth records a subscriber's backlog as a batch reaches it: into t, or straight into st
+// outside a fan-out (t nil).
+func (st *Stats) observeDepth(t *tallies, queued int) {
+	switch {
+	case t != nil:
+		t.depth.Observe(float64(queued))
+	case st.QueueDepth != nil:
+		st.QueueDepth.Observe(float64(queued))
+	}
+}
+
+// observeDelivered records n frames written to a socket and, if latency >= 0, their latency in
+// seconds: into t, or straight into st outside a fan-out (t nil).
+func (st *Stats) observeDelivered(t *tallies, n int, latency float64) {
+	if t == nil {
+		st.Deliveries.Add(int64(n))
+		if st.Latency != nil && latency >= 0 {
+			st.Latency.Observe(latency)
+		}
+		return
+	}
+	t.deliveries += int64(n)
+	if latency >= 0 {
+		t.latency.Observe(latency)
+	}
 }
 
 func maxQueue(st *Stats, n int) {

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"matchstream/daemon/hub"
 	"matchstream/daemon/listen"
 	"matchstream/daemon/live"
 	"matchstream/daemon/protocol"
@@ -21,17 +22,36 @@ func New(reg *live.Registry, lns *listen.Set, streams *stream.Server) *prometheu
 	r := prometheus.NewRegistry()
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	latency := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "matchstream_delivery_latency_seconds",
-		Help:    "From an event's post reaching the daemon (store commit included) to its write to a client socket.",
-		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)})
-	queue := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "matchstream_client_queue_frames",
-		Help:    "A client's backlog, in frames, each time a batch of events reaches it.",
-		Buckets: []float64{0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512}})
+	// The two histograms every delivery observes are the hub's own, which the fan-out workers
+	// fill a batch at a time; they are exposed as ordinary Prometheus histograms.
+	latency := hub.NewHistogram(prometheus.ExponentialBuckets(0.0005, 2, 14))
+	queue := hub.NewHistogram([]float64{0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512})
 	store := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "matchstream_store_append_seconds",
 		Help: "Time to make a posted batch durable in the store.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)})
 	reg.Stats.Latency, reg.Stats.QueueDepth, reg.StoreLatency = latency, queue, store
-	r.MustRegister(latency, queue, store, &collector{reg: reg, lns: lns, streams: streams})
+	r.MustRegister(store, &collector{reg: reg, lns: lns, streams: streams},
+		&histogram{latencyDesc, latency}, &histogram{queueDesc, queue})
 	return r
+}
+
+var (
+	latencyDesc = prometheus.NewDesc("matchstream_delivery_latency_seconds",
+		"From an event's post reaching the daemon (store commit included) to its write to a client socket.", nil, nil)
+	queueDesc = prometheus.NewDesc("matchstream_client_queue_frames",
+		"A client's backlog, in frames, each time a batch of events reaches it.", nil, nil)
+)
+
+// histogram exposes a hub.Histogram.
+type histogram struct {
+	desc *prometheus.Desc
+	h    *hub.Histogram
+}
+
+func (h *histogram) Describe(ch chan<- *prometheus.Desc) { ch <- h.desc }
+
+func (h *histogram) Collect(ch chan<- prometheus.Metric) {
+	n, sum, buckets := h.h.Snapshot()
+	ch <- prometheus.MustNewConstHistogram(h.desc, n, sum, buckets)
 }
 
 type collector struct {

@@ -69,7 +69,7 @@ func (c *conn) readable(hangup bool) {
 			c.mu.RUnlock()
 			return
 		}
-		n, err := unix.Read(c.fd, b)
+		n, err := rawRead(c.fd, b)
 		c.mu.RUnlock()
 		switch {
 		case err == unix.EAGAIN:
@@ -156,7 +156,7 @@ func (c *conn) refuse(pe *protocol.Error) {
 	}
 	c.mu.RLock()
 	if !c.closed {
-		unix.Write(c.fd, pe.Frame())
+		rawWrite(c.fd, pe.Frame())
 	}
 	c.mu.RUnlock()
 	c.Close()
@@ -223,13 +223,7 @@ func (c *conn) Writev(bufs [][]byte) (int64, error) {
 			c.mu.RUnlock()
 			return total, errClosed
 		}
-		var n int
-		var err error
-		if len(bufs) == 1 {
-			n, err = unix.Write(c.fd, bufs[0])
-		} else {
-			n, err = unix.Writev(c.fd, bufs[:min(len(bufs), 1024)]) // IOV_MAX
-		}
+		n, err := rawWritev(c.fd, bufs)
 		c.mu.RUnlock()
 		switch {
 		case err == unix.EAGAIN:
@@ -273,7 +267,7 @@ func (c *conn) TryWritev(bufs [][]byte) (int, error) {
 			c.mu.RUnlock()
 			return 0, errClosed
 		}
-		n, err := unix.Writev(c.fd, bufs[:min(len(bufs), 1024)])
+		n, err := rawWritev(c.fd, bufs)
 		c.mu.RUnlock()
 		switch err {
 		case nil:

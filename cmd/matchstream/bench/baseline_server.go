@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,10 +21,10 @@ import (
 // Baseline servers, run as a child process (`matchstream bench-baseline`) so their memory is
 // measured apart from the bench's clients:
 //   - floor: accepts with blocking accept4(2) calls on a thread of their own, reads each client's
-//     connect line and answers it with a status line, and for each event writes it to every socket with plain write(2)
-//     calls, the sockets split over one goroutine per CPU as the daemon splits them (a floor on one
-//     core would flatter a daemon that uses them all). Nothing can accept or fan out faster on this
-//     kernel.
+//     connect line and answers it with a status line, and for each event writes it to every socket
+//     with raw write(2) calls (not announced to the Go scheduler, as the daemon writes), the sockets
+//     split over one goroutine per CPU as the daemon splits them (a floor on one core would flatter
+//     a daemon that uses them all). Nothing can accept or fan out faster on this kernel.
 //   - naive: the goroutine-per-connection server most Go code starts as: each connection has a
 //     goroutine blocked reading and a goroutine writing what a channel brings.
 // Control protocol on stdin: "EVENT [match]\n" writes one stamped event to every connection (naive:
@@ -69,6 +70,7 @@ func ServeBaseline(kind, addr string, in io.Reader, out io.Writer) error {
 					got += n
 				}
 				unix.Write(fd, status)
+				unix.SetNonblock(fd, true) // for the raw writes of the fan-out
 				mu.Lock()
 				fds = append(fds, fd)
 				mu.Unlock()
@@ -142,12 +144,7 @@ func ServeBaseline(kind, addr string, in io.Reader, out io.Writer) error {
 				part := fds[min(w*size, len(fds)):min((w+1)*size, len(fds))]
 				wg.Go(func() {
 					for _, fd := range part {
-						for {
-							_, err := unix.Write(fd, frame)
-							if err != unix.EINTR && err != unix.EAGAIN {
-								break
-							}
-						}
+						writeAll(fd, frame)
 					}
 				})
 			}
@@ -168,4 +165,21 @@ func ServeBaseline(kind, addr string, in io.Reader, out io.Writer) error {
 		fmt.Fprintf(out, "DONE %d\n", time.Since(t0).Nanoseconds())
 	}
 	return sc.Err()
+}
+
+// writeAll is the floor's write: a raw write(2), which the Go scheduler is not told of (as the
+// daemon writes its non-blocking sockets), and a wait in poll(2) in the rare case of a full socket.
+func writeAll(fd int, b []byte) {
+	for len(b) > 0 {
+		n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch e {
+		case 0:
+			b = b[n:]
+		case unix.EINTR:
+		case unix.EAGAIN:
+			unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}, 1000)
+		default:
+			return
+		}
+	}
 }

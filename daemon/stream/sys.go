@@ -1,0 +1,72 @@
+package stream
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Every client socket is non-blocking, so its read(2), write(2) and writev(2) never wait: they are
+// made as raw system calls, without telling the Go scheduler. unix.Read and unix.Write announce
+// each call as one that may block; with both cores writing, the runtime's monitor then kept taking
+// the writers' processors away mid-call and handing them to new threads (a CPU profile of a
+// 15,000-client fan-out had 7% of the daemon's time in those switches and the monitor's wake-ups).
+
+// rawRead is read(2) on a non-blocking fd.
+func rawRead(fd int, b []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// rawWrite is write(2) on a non-blocking fd.
+func rawWrite(fd int, b []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(p), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// maxIov is IOV_MAX: writev(2) takes at most this many buffers.
+const maxIov = 1024
+
+// rawWritev is writev(2) on a non-blocking fd, of at most maxIov of bufs; one buffer is a write(2).
+// A batch of a few frames builds its iovec array on the stack.
+func rawWritev(fd int, bufs [][]byte) (int, error) {
+	if len(bufs) == 1 {
+		return rawWrite(fd, bufs[0])
+	}
+	bufs = bufs[:min(len(bufs), maxIov)]
+	var small [8]unix.Iovec
+	iov := small[:0]
+	if len(bufs) > len(small) {
+		iov = make([]unix.Iovec, 0, len(bufs))
+	}
+	for _, b := range bufs {
+		if len(b) == 0 {
+			continue
+		}
+		v := unix.Iovec{Base: &b[0]}
+		v.SetLen(len(b))
+		iov = append(iov, v)
+	}
+	if len(iov) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
