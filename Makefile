@@ -10,7 +10,8 @@ SPEED    ?= 4
 FUZZTIME ?= 5s
 # package:target for every fuzz target; `make test` runs each for FUZZTIME, `make fuzz` for longer.
 FUZZ := ./daemon/protocol:FuzzParseConnect ./daemon/protocol:FuzzRenderV1 ./daemon/match:FuzzDecodeEvent ./daemon/match:FuzzApply \
-        ./cmd/matchstream/matchfile:FuzzRead ./daemon/api:FuzzPostEvents ./daemon/api:FuzzReadRequests
+        ./cmd/matchstream/matchfile:FuzzRead ./daemon/api:FuzzPostEvents ./daemon/api:FuzzReadRequests \
+        ./cmd/matchstream/bench:FuzzServerTiming
 
 NFPM     := bin/nfpm
 NFPM_VERSION := v2.44.0

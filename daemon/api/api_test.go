@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -514,5 +515,39 @@ func TestHealthShowsFailingWrites(t *testing.T) {
 	}
 	if code, v := health(); code != 200 || v["status"] != "ok" {
 		t.Fatalf("after a write succeeded again: %d %v", code, v)
+	}
+}
+
+// A watcher's post is answered with the daemon's own time for it (Server-Timing), so a watcher on a
+// loaded host can tell the daemon's part from its own; an unauthorized request learns nothing.
+func TestPostServerTiming(t *testing.T) {
+	f := newFixture(t)
+	lines := sampleLines(t)
+	for _, tc := range []struct {
+		name, auth, body string
+		code             int
+		timed            bool
+	}{
+		{"accepted", "Bearer " + token, lines[0], 201, true},
+		{"refused event", "Bearer " + token, lines[0], 400, true},
+		{"no token", "", lines[1], 401, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body, hdr := f.do("POST", "/matches/"+id+"/events", tc.auth, tc.body)
+			if code != tc.code {
+				t.Fatalf("POST = %d %s, want %d", code, body, tc.code)
+			}
+			st := string(hdr.Peek("Server-Timing"))
+			if !tc.timed {
+				if st != "" {
+					t.Fatalf("Server-Timing %q on a %d", st, code)
+				}
+				return
+			}
+			ms, ok := strings.CutPrefix(st, "post;dur=")
+			if d, err := strconv.ParseFloat(ms, 64); !ok || err != nil || d < 0 || d > 10_000 {
+				t.Fatalf("Server-Timing %q, want post;dur=<milliseconds>", st)
+			}
+		})
 	}
 }

@@ -104,9 +104,14 @@ type Figures struct {
 	// PostP50Ms/PostP99Ms: how long the watcher's post (the baselines: the control command) took
 	// to be answered; CPUPerEventMs: the server's CPU time (user+system, every thread) over the
 	// events, per event: what one fan-out costs, beside how long it takes.
-	PostP50Ms     float64 `json:"post_p50_ms"`
-	PostP99Ms     float64 `json:"post_p99_ms"`
-	CPUPerEventMs float64 `json:"cpu_per_event_ms"`
+	PostP50Ms float64 `json:"post_p50_ms"`
+	PostP99Ms float64 `json:"post_p99_ms"`
+	// ServerPostP50Ms/P99Ms: the daemon's own time for the same posts, from the Server-Timing of
+	// its answers (0 for the baselines). On one loaded host the bench's wake-up to read the answer
+	// is most of the watcher's figure; a watcher on a host of its own sees this plus its network.
+	ServerPostP50Ms float64 `json:"server_post_p50_ms,omitempty"`
+	ServerPostP99Ms float64 `json:"server_post_p99_ms,omitempty"`
+	CPUPerEventMs   float64 `json:"cpu_per_event_ms"`
 }
 
 // Result is a whole run.
@@ -231,7 +236,7 @@ func runMatchstream(ctx context.Context, cfg *Config, transport string) (*Figure
 		start := match.Event{At: time.Now().UTC(), Kind: match.KindStart, Home: "home", Visit: "away",
 			StartDate:   time.Now().UTC().Format(time.DateOnly),
 			HomePlayers: []match.Player{{Number: 1, Name: "Home"}}, VisitPlayers: []match.Player{{Number: 1, Name: "Away"}}}
-		if err := post(cfg, ids[j], start); err != nil {
+		if _, err := post(cfg, ids[j], start); err != nil {
 			return nil, err
 		}
 	}
@@ -251,7 +256,7 @@ func runMatchstream(ctx context.Context, cfg *Config, transport string) (*Figure
 	c.Transports = []string{transport} // what workers, if any, speak
 	return measure(ctx, &c, server, addrs, cfg.DaemonPID, ids,
 		func(expect int) error { return waitSubscribers(cfg, ids, expect) },
-		func() error {
+		func() (time.Duration, error) {
 			id := ids[int(next.Add(1)-1)%m]
 			return post(cfg, id, match.Event{Kind: match.KindComment, Comment: stampPrefix + strconv.FormatInt(time.Now().UnixNano(), 10)})
 		},
@@ -288,18 +293,18 @@ func runBaseline(ctx context.Context, cfg *Config, kind string) (*Figures, error
 		}
 	}
 	var next atomic.Int64
-	event := func() error {
+	event := func() (time.Duration, error) {
 		if cfg.Matches > 1 {
-			return b.event(ids[int(next.Add(1)-1)%len(ids)])
+			return 0, b.event(ids[int(next.Add(1)-1)%len(ids)])
 		}
-		return b.event("")
+		return 0, b.event("")
 	}
 	return measure(ctx, cfg, kind, []string{b.addr}, b.pid, ids, b.waitAccepted, event, func() {})
 }
 
 // measure connects the fleet, posts the events, and gathers the figures.
 func measure(ctx context.Context, cfg *Config, server string, addrs []string, pid int, ids []string,
-	settled func(expect int) error, event func() error, end func()) (*Figures, error) {
+	settled func(expect int) error, event func() (server time.Duration, err error), end func()) (*Figures, error) {
 	transport := "tcp"
 	if len(cfg.Transports) == 1 {
 		transport = cfg.Transports[0]
@@ -314,11 +319,12 @@ func measureWith(ctx context.Context, cfg *Config, server string, addrs []string
 	fleetOut **fleet, settled func(expect int) error, event func() error) (*Figures, error) {
 	c := *cfg
 	c.PerProcess = 0
-	return measureLoad(ctx, &c, server, addrs, pid, nil, line, fleetOut, settled, event, func() {})
+	untimed := func() (time.Duration, error) { return 0, event() }
+	return measureLoad(ctx, &c, server, addrs, pid, nil, line, fleetOut, settled, untimed, func() {})
 }
 
 func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string, pid int, ids []string,
-	line func(int) string, fleetOut **fleet, settled func(expect int) error, event func() error, end func()) (*Figures, error) {
+	line func(int) string, fleetOut **fleet, settled func(expect int) error, event func() (server time.Duration, err error), end func()) (*Figures, error) {
 	fig := &Figures{Server: server, Users: cfg.Users, Events: cfg.Events}
 	time.Sleep(200 * time.Millisecond) // let the server's heap settle before the baseline reading
 	pids := []int{pid}
@@ -378,12 +384,15 @@ func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string
 	var lasts []time.Duration
 	fig.AllDelivered = true
 	var postMu sync.Mutex
-	var posts []time.Duration
+	var posts, servers []time.Duration
 	timed := func() error {
 		t := time.Now()
-		err := event()
+		server, err := event()
 		postMu.Lock()
 		posts = append(posts, time.Since(t))
+		if server > 0 {
+			servers = append(servers, server)
+		}
 		postMu.Unlock()
 		return err
 	}
@@ -392,6 +401,7 @@ func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string
 		postMu.Lock()
 		defer postMu.Unlock()
 		fig.PostP50Ms, fig.PostP99Ms = ms(pct(posts, 0.5)), ms(pct(posts, 0.99))
+		fig.ServerPostP50Ms, fig.ServerPostP99Ms = ms(pct(servers, 0.5)), ms(pct(servers, 0.99))
 		if pid > 0 && len(posts) > 0 {
 			fig.CPUPerEventMs = ms(cpuSum(pids)-cpu0) / float64(len(posts))
 		}
@@ -434,20 +444,48 @@ func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string
 	return fig, nil
 }
 
-func post(cfg *Config, id string, e match.Event) error {
+// post posts one event as the watcher does, and returns the daemon's own time for it (its
+// Server-Timing; 0 if it gave none).
+func post(cfg *Config, id string, e match.Event) (time.Duration, error) {
 	body, _ := json.Marshal(e)
 	req, _ := http.NewRequest(http.MethodPost, strings.TrimRight(cfg.API, "/")+"/matches/"+id+"/events", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+cfg.Token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("post event: %w", err)
+		return 0, fmt.Errorf("post event: %w", err)
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("post event: %s: %s", resp.Status, bytes.TrimSpace(b))
+		return 0, fmt.Errorf("post event: %s: %s", resp.Status, bytes.TrimSpace(b))
 	}
-	return nil
+	return serverTiming(resp.Header.Values("Server-Timing"), "post"), nil
+}
+
+// serverTiming reads the duration of metric name from Server-Timing header values
+// (`name;dur=1.25, other;desc="x"`: metrics separated by commas, parameters by semicolons, dur in
+// milliseconds); 0 when it is absent or not a duration.
+func serverTiming(values []string, name string) time.Duration {
+	for _, v := range values {
+		for metric := range strings.SplitSeq(v, ",") {
+			params := strings.Split(metric, ";")
+			if strings.TrimSpace(params[0]) != name {
+				continue
+			}
+			for _, p := range params[1:] {
+				k, val, _ := strings.Cut(strings.TrimSpace(p), "=")
+				if !strings.EqualFold(strings.TrimSpace(k), "dur") {
+					continue
+				}
+				f, err := strconv.ParseFloat(strings.Trim(strings.TrimSpace(val), `"`), 64)
+				if err != nil || !(f >= 0 && f <= 1e9) { // NaN fails both
+					return 0
+				}
+				return time.Duration(f * float64(time.Millisecond))
+			}
+		}
+	}
+	return 0
 }
 
 // mixed posts cfg.Events events round-robin over the matches at cfg.Rate per second, not waiting

@@ -45,3 +45,35 @@ func TestCPUSum(t *testing.T) {
 		t.Fatal("a process that does not exist has CPU time")
 	}
 }
+
+func TestServerTiming(t *testing.T) {
+	for _, tc := range []struct {
+		values []string
+		want   time.Duration
+	}{
+		{[]string{"post;dur=0.931"}, 931 * time.Microsecond},
+		{[]string{`cache;desc="hit", post ; DUR = "2.5" ;desc=x`}, 2500 * time.Microsecond},
+		{[]string{"db;dur=9", "post;dur=1"}, time.Millisecond},
+		{[]string{"poster;dur=1"}, 0},
+		{[]string{"post"}, 0},
+		{[]string{"post;dur=-1"}, 0},
+		{[]string{"post;dur=NaN"}, 0},
+		{[]string{"post;dur=1e300"}, 0},
+		{nil, 0},
+	} {
+		if got := serverTiming(tc.values, "post"); got != tc.want {
+			t.Errorf("serverTiming(%q) = %v, want %v", tc.values, got, tc.want)
+		}
+	}
+}
+
+func FuzzServerTiming(f *testing.F) {
+	for _, s := range []string{"post;dur=0.931", `a, post;desc="x";dur=2`, "post;dur=", ";;,,="} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		if d := serverTiming([]string{v}, "post"); d < 0 || d > 1e9*time.Millisecond {
+			t.Fatalf("serverTiming(%q) = %v", v, d)
+		}
+	})
+}

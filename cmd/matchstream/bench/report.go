@@ -8,15 +8,23 @@ import (
 	"text/tabwriter"
 )
 
+// serverPost is the daemon's own time for the posts, or "-" for a server that does not say.
+func serverPost(f Figures) string {
+	if f.ServerPostP99Ms == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f/%.1f", f.ServerPostP50Ms, f.ServerPostP99Ms)
+}
+
 // Print writes the figures as a table, then each baseline as a ratio to matchstream.
 func Print(w io.Writer, r *Result) {
 	fmt.Fprintf(w, "machine: %s\n", r.Machine)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "server\tusers\tconnected\trefused\ttimed out\tconnect p50/p99 ms\tfirst bytes p50/p99 ms\tRSS/conn KB\tto last client ms\tlatency p50/p99/max ms\tpost p50/p99 ms\tCPU/event ms\tdeliveries/s\tall delivered")
+	fmt.Fprintln(tw, "server\tusers\tconnected\trefused\ttimed out\tconnect p50/p99 ms\tfirst bytes p50/p99 ms\tRSS/conn KB\tto last client ms\tlatency p50/p99/max ms\tpost p50/p99 ms\tserver post p50/p99 ms\tCPU/event ms\tdeliveries/s\tall delivered")
 	for _, f := range r.Runs {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.1f/%.1f\t%.1f/%.1f\t%.2f\t%.1f\t%.1f/%.1f/%.1f\t%.1f/%.1f\t%.1f\t%.0f\t%v\n", f.Server, f.Users, f.Connected,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.1f/%.1f\t%.1f/%.1f\t%.2f\t%.1f\t%.1f/%.1f/%.1f\t%.1f/%.1f\t%s\t%.1f\t%.0f\t%v\n", f.Server, f.Users, f.Connected,
 			f.Refused, f.TimedOut, f.ConnectP50, f.ConnectP99, f.FirstP50, f.FirstP99, f.RSSPerConnKB, f.LastClientMs, f.LatencyP50, f.LatencyP99,
-			f.LatencyMax, f.PostP50Ms, f.PostP99Ms, f.CPUPerEventMs, f.DeliveriesSec, f.AllDelivered)
+			f.LatencyMax, f.PostP50Ms, f.PostP99Ms, serverPost(f), f.CPUPerEventMs, f.DeliveriesSec, f.AllDelivered)
 	}
 	tw.Flush()
 	if len(r.Runs) < 2 {
