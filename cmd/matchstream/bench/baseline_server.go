@@ -20,8 +20,10 @@ import (
 
 // Baseline servers, run as a child process (`matchstream bench-baseline`) so their memory is
 // measured apart from the bench's clients:
-//   - floor: accepts with blocking accept4(2) calls on a thread of their own, reads each client's
-//     connect line and answers it with a status line, and for each event writes it to every socket
+//   - floor: accepts on a thread per CPU with an epoll instance each, reads each client's connect
+//     line as soon as it is accepted and answers it with a status line (floorAccept: accepting
+//     serially with blocking reads, one client's late line held up the rest of a burst, a floor that
+//     flattered the daemon by 2-3x), and for each event writes it to every socket
 //     with raw write(2) calls (not announced to the Go scheduler, as the daemon writes), the sockets
 //     split over one goroutine per CPU as the daemon splits them (a floor on one core would flatter
 //     a daemon that uses them all). Nothing can accept or fan out faster on this kernel.
@@ -44,38 +46,18 @@ func ServeBaseline(kind, addr string, in io.Reader, out io.Writer) error {
 	groups := map[string][]chan []byte{} // naive: the channels of each match (from the connect line)
 	var keep []net.Conn                  // keeps accepted connections referenced
 	if kind == "floor" {
-		lf, err := ln.(*net.TCPListener).File() // a duplicate, in blocking mode: accept4 waits in the kernel
+		lf, err := ln.(*net.TCPListener).File() // a duplicate of our own, made non-blocking below
 		if err != nil {
 			return err
 		}
 		defer lf.Close()
-		lfd := int(lf.Fd())
-		go func() {
-			status := []byte(`{"kind":"status"}` + "\n")
-			for {
-				fd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC) // blocking: writes block too, no EAGAIN
-				if err == unix.EINTR || err == unix.ECONNABORTED {
-					continue
-				}
-				if err != nil {
-					return
-				}
-				// The least a server must do for a client: read its connect line, answer it.
-				var line [256]byte
-				for got := 0; got < len(line); {
-					n, err := unix.Read(fd, line[got:])
-					if n <= 0 || err != nil || bytes.IndexByte(line[got:got+n], '\n') >= 0 {
-						break
-					}
-					got += n
-				}
-				unix.Write(fd, status)
-				unix.SetNonblock(fd, true) // for the raw writes of the fan-out
-				mu.Lock()
-				fds = append(fds, fd)
-				mu.Unlock()
-			}
-		}()
+		if err := floorAccept(int(lf.Fd()), func(fd int) {
+			mu.Lock()
+			fds = append(fds, fd)
+			mu.Unlock()
+		}); err != nil {
+			return err
+		}
 	}
 	go func() {
 		if kind == "floor" {
@@ -182,4 +164,71 @@ func writeAll(fd int, b []byte) {
 			return
 		}
 	}
+}
+
+// floorAccept serves connects the least costly way an event-driven server can: one thread per CPU,
+// each with its own epoll instance sharing the listening socket (EPOLLEXCLUSIVE: one is woken per
+// connection), accepting until EAGAIN and reading each connect line as soon as it is accepted (in a
+// burst it has arrived by then), so only a client that has not sent it yet costs an epoll
+// registration. A client answered with its status line is handed to subscribed.
+func floorAccept(lfd int, subscribed func(fd int)) error {
+	if err := unix.SetNonblock(lfd, true); err != nil {
+		return err
+	}
+	status := []byte(`{"kind":"status"}` + "\n")
+	// answer reads fd's connect line and answers it; false: not all of it has come yet.
+	answer := func(fd int) bool {
+		var line [256]byte
+		n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&line[0])), uintptr(len(line)))
+		switch {
+		case e == unix.EAGAIN || e == 0 && n > 0 && bytes.IndexByte(line[:n], '\n') < 0:
+			return false // the rest of a split line is not kept: the floor's clients send one segment
+		case e != 0 || n == 0:
+			unix.Close(fd)
+			return true
+		}
+		writeAll(fd, status)
+		subscribed(fd)
+		return true
+	}
+	for range runtime.GOMAXPROCS(0) {
+		ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		if err != nil {
+			return err
+		}
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, lfd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(lfd)}); err != nil {
+			return err
+		}
+		go func() {
+			runtime.LockOSThread()
+			events := make([]unix.EpollEvent, 256)
+			for {
+				n, err := unix.EpollWait(ep, events, -1)
+				if err == unix.EINTR {
+					continue
+				}
+				if err != nil {
+					return
+				}
+				for _, ev := range events[:n] {
+					if int(ev.Fd) != lfd {
+						if answer(int(ev.Fd)) {
+							unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, int(ev.Fd), nil)
+						}
+						continue
+					}
+					for {
+						fd, _, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+						if err != nil {
+							break // EAGAIN: wait for the next; anything else: the listener is closing
+						}
+						if !answer(fd) {
+							unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)})
+						}
+					}
+				}
+			}
+		}()
+	}
+	return nil
 }
