@@ -47,8 +47,9 @@ type conn struct {
 
 // readable handles input: the connect line during the handshake, then nothing but the client going
 // away. A half-close (EOF) is not leaving: `nc -q` and shell pipes close their sending side and still
-// read, so such a client stays subscribed until a write fails or its match ends.
-func (c *conn) readable(hangup bool) {
+// read, so such a client stays subscribed until a write fails or its match ends. peerClosed: the
+// event says the client has half-closed, so the read goes on to the EOF.
+func (c *conn) readable(hangup, peerClosed bool) {
 	if (c.readDone || c.restoring) && !hangup {
 		return
 	}
@@ -93,11 +94,17 @@ func (c *conn) readable(hangup bool) {
 			}
 			return
 		}
+		// A read that did not fill its buffer emptied the socket: whatever comes later is a new
+		// edge, so the read that would only say EAGAIN is spared (one syscall per connect).
+		drained := n < len(b) && !hangup && !peerClosed
 		if c.sub != nil {
+			if drained {
+				return
+			}
 			continue // ignored, as the original ignored anything sent after connecting
 		}
 		c.buf = c.buf[:len(c.buf)+n]
-		if c.handshake(false) {
+		if c.handshake(false) || drained && c.sub != nil {
 			return
 		}
 	}

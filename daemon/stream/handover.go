@@ -85,7 +85,7 @@ func (s *Server) Handover(ctx context.Context) (conns []handover.Conn, release f
 func (s *Server) ResumeAccepting() {
 	s.mu.Lock()
 	if s.accepting == nil && !s.closed.Load() {
-		s.accepting = []*waiter{}
+		s.accepting = []*acceptor{}
 	}
 	s.mu.Unlock()
 }

@@ -9,17 +9,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// poller is one epoll instance and the goroutine that waits on it. Sockets are registered
-// edge-triggered for input, output and hang-up once, when accepted, and never modified: readers
-// drain until EAGAIN, and a writer that met EAGAIN waits for the next "writable" edge.
+// poller is one epoll instance and the goroutine that waits on it. It accepts from the listening
+// sockets too (accept.go). Client sockets are registered edge-triggered for input and hang-up
+// once, when accepted: readers drain until EAGAIN (or a read that did not fill its buffer), and a
+// writer that met EAGAIN asks for the next "writable" edge (watchWrites).
 type poller struct {
 	srv    *Server
 	epfd   int
 	wakeFd int // eventfd that interrupts epoll_wait on close
 
-	mu    sync.RWMutex
-	conns map[int32]*conn
-	done  bool
+	mu        sync.RWMutex
+	conns     map[int32]*conn
+	listeners map[int32]*acceptor // the listening sockets it accepts from (accept.go)
+	done      bool
 	// dispatch is held while a batch of events is handled, so a hand-over can pause the poller
 	// between batches and read connection state the poller goroutine otherwise owns.
 	dispatch sync.Mutex
@@ -42,7 +44,7 @@ func newPoller(s *Server) (*poller, error) {
 		unix.Close(wfd)
 		return nil, fmt.Errorf("epoll_ctl: %w", err)
 	}
-	return &poller{srv: s, epfd: epfd, wakeFd: wfd, conns: make(map[int32]*conn)}, nil
+	return &poller{srv: s, epfd: epfd, wakeFd: wfd, conns: make(map[int32]*conn), listeners: make(map[int32]*acceptor)}, nil
 }
 
 func (p *poller) add(c *conn) error {
@@ -94,7 +96,10 @@ func (p *poller) run() {
 	defer unix.Close(p.wakeFd)
 	events := make([]unix.EpollEvent, 256)
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
+		n, err := pollNow(p.epfd, events)
+		if n == 0 && err == nil {
+			n, err = unix.EpollWait(p.epfd, events, -1)
+		}
 		if err == unix.EINTR {
 			continue
 		}
@@ -108,6 +113,12 @@ func (p *poller) run() {
 				p.dispatch.Unlock()
 				return
 			}
+			if ev.Pad == listenerTag {
+				if a := p.listener(ev.Fd); a != nil {
+					p.accept(a)
+				}
+				continue
+			}
 			p.mu.RLock()
 			c := p.conns[ev.Fd]
 			p.mu.RUnlock()
@@ -119,7 +130,7 @@ func (p *poller) run() {
 				c.writable()
 			}
 			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-				c.readable(ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0)
+				c.readable(ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0, ev.Events&unix.EPOLLRDHUP != 0)
 			}
 		}
 		p.dispatch.Unlock()
@@ -137,76 +148,4 @@ func (p *poller) close() {
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
 	unix.Write(p.wakeFd, one[:])
-}
-
-// waiter waits for one socket to become readable (a listening socket: a connection to accept), or
-// for wake.
-type waiter struct {
-	ep, ev  int
-	stopped atomic.Bool   // set by StopAccepting: the accept loop returns before its next accept
-	done    chan struct{} // closed when the accept loop using it has returned
-	mu      sync.Mutex    // wake against close
-	closed  bool
-}
-
-func newWaiter(fd int) (*waiter, error) {
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
-		return nil, fmt.Errorf("epoll_create: %w", err)
-	}
-	ev, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		unix.Close(ep)
-		return nil, fmt.Errorf("eventfd: %w", err)
-	}
-	w := &waiter{ep: ep, ev: ev, done: make(chan struct{})}
-	for _, f := range []int{fd, ev} {
-		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, f, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(f)}); err != nil {
-			w.close()
-			return nil, fmt.Errorf("epoll_ctl: %w", err)
-		}
-	}
-	return w, nil
-}
-
-// wait blocks until the socket is readable (true) or wake was called (false); a timeout in
-// milliseconds (or -1) also returns true.
-func (w *waiter) wait(timeout int) bool {
-	var evs [2]unix.EpollEvent
-	for {
-		n, err := unix.EpollWait(w.ep, evs[:], timeout)
-		if err == unix.EINTR {
-			continue
-		}
-		for _, e := range evs[:max(n, 0)] {
-			if int(e.Fd) == w.ev {
-				return false
-			}
-		}
-		return err == nil
-	}
-}
-
-// wake interrupts wait; safe after close (an accept loop that failed closes its waiter while
-// StopAccepting may still hold it), when it does nothing rather than write to a reused fd number.
-func (w *waiter) wake() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closed {
-		return
-	}
-	var one [8]byte
-	binary.NativeEndian.PutUint64(one[:], 1)
-	unix.Write(w.ev, one[:])
-}
-
-func (w *waiter) close() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closed {
-		return
-	}
-	w.closed = true
-	unix.Close(w.ep)
-	unix.Close(w.ev)
 }

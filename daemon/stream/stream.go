@@ -65,7 +65,7 @@ type Server struct {
 	hsMu      sync.Mutex
 	hs        []pending
 	mu        sync.Mutex
-	accepting []*waiter // one per Serve; nil once StopAccepting ran
+	accepting []*acceptor // one per Serve; nil once StopAccepting ran
 	closed    atomic.Bool
 	wg        sync.WaitGroup
 	stop      chan struct{}
@@ -81,7 +81,7 @@ type Server struct {
 // New returns a stream server feeding clients from reg; it starts its pollers and the handshake
 // sweeper, which Shutdown stops.
 func New(cfg Config, reg *live.Registry, log *slog.Logger) (*Server, error) {
-	s := &Server{cfg: cfg, reg: reg, log: log, stop: make(chan struct{}), accepting: []*waiter{},
+	s := &Server{cfg: cfg, reg: reg, log: log, stop: make(chan struct{}), accepting: []*acceptor{},
 		Refused: map[string]*atomic.Int64{}, limit: newLimiter(cfg.ConnRate, cfg.ConnBurst)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, code := range []string{protocol.CodeNotFound, protocol.CodeBadRequest, protocol.CodeUnsupportedVersion,
@@ -103,120 +103,6 @@ func New(cfg Config, reg *live.Registry, log *slog.Logger) (*Server, error) {
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.sweep() }()
 	return s, nil
-}
-
-// Serve accepts on p until StopAccepting or Shutdown. It accepts with accept4(2) on its own
-// duplicate of the listening socket, woken by its own epoll instance, so accepted sockets never
-// pass through the Go runtime's poller: they go straight to ours.
-func (s *Server) Serve(p *listen.Port) error {
-	rc, err := listen.RawConn(p.Listener)
-	if err != nil {
-		return err
-	}
-	lfd := -1
-	var dupErr error
-	rc.Control(func(fd uintptr) { lfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
-	if dupErr != nil {
-		return fmt.Errorf("stream port %d: dup: %w", p.Number(), dupErr)
-	}
-	defer unix.Close(lfd)
-	// Set on the listening socket, the options are copied into each socket it accepts (Linux
-	// clones the listener when a handshake completes): six setsockopt calls a connection fewer in
-	// a connect burst. A connection that completed before, already queued (a socket-activated or
-	// handed-over listener's backlog), has not got them: each is tuned until the queue is first
-	// found empty, after which every accepted one completed later. If the listener refuses an
-	// option, every accepted socket is tuned.
-	listenerTuned := s.tune(lfd) == nil
-	inherited := false
-	w, err := newWaiter(lfd)
-	if err != nil {
-		return fmt.Errorf("stream port %d: %w", p.Number(), err)
-	}
-	defer w.close()
-	s.mu.Lock()
-	if s.accepting == nil {
-		s.mu.Unlock()
-		return nil // stopped before it started
-	}
-	s.accepting = append(s.accepting, w)
-	s.mu.Unlock()
-	defer close(w.done) // after the last add: StopAccepting waits for this
-
-	var delay time.Duration
-	for {
-		if w.stopped.Load() {
-			// A busy port never reaches EAGAIN: without this check the loop went on accepting
-			// after StopAccepting, behind a hand-over's back.
-			return nil
-		}
-		fd, sa, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-		switch {
-		case err == nil && s.limit != nil && !s.limit.allow(addrOf(sa), time.Now()):
-			s.Refused[protocol.CodeRateLimited].Add(1)
-			frame := (&protocol.Error{Code: protocol.CodeRateLimited, Detail: "too many connections from " + addrOf(sa).String()}).Frame()
-			unix.Write(fd, frame) // a fresh socket has room for one short line
-			unix.Close(fd)
-			continue
-		case err == nil:
-			delay = 0
-			if !inherited {
-				s.tune(fd)
-			}
-			s.add(fd, p)
-			continue
-		case err == unix.EINTR || err == unix.ECONNABORTED:
-			continue
-		case err == unix.EAGAIN:
-			inherited = listenerTuned
-			if !w.wait(-1) {
-				return nil
-			}
-			continue
-		}
-		// EMFILE and friends: back off rather than spin, keep serving those already connected.
-		delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-		s.log.Warn("accept", "port", p.Number(), "err", err, "retry_in", delay)
-		if !w.wait(int(delay / time.Millisecond)) {
-			return nil
-		}
-	}
-}
-
-// StopAccepting makes every Serve return and waits until they have: once it returns, no
-// connection is being accepted, so a hand-over that walks the pollers next sees every one.
-// Connections already accepted stay.
-func (s *Server) StopAccepting() {
-	s.mu.Lock()
-	ws := s.accepting
-	s.accepting = nil
-	s.mu.Unlock()
-	for _, w := range ws {
-		w.stopped.Store(true)
-		w.wake()
-	}
-	for _, w := range ws {
-		<-w.done
-	}
-}
-
-func (s *Server) add(fd int, p *listen.Port) {
-	if s.closed.Load() {
-		unix.Close(fd)
-		return
-	}
-	if s.cfg.Welcome {
-		unix.Write(fd, []byte(protocol.Welcome)) // a fresh socket has room for it
-	}
-	pl := s.nextPoller()
-	c := &conn{fd: fd, srv: s, port: p, poller: pl, handshaking: true}
-	p.Conns.Add(1)
-	s.hsMu.Lock()
-	s.hs = append(s.hs, pending{c, time.Now().Add(s.cfg.HandshakeTimeout)})
-	s.hsMu.Unlock()
-	if err := pl.add(c); err != nil {
-		s.log.Warn("epoll add", "err", err)
-		c.Close()
-	}
 }
 
 // tune sets a client socket's options, or a listening socket's for the sockets it accepts: no

@@ -40,13 +40,18 @@ func testServerHub(t *testing.T, cfg Config, hubc hub.Config) (*Server, *live.Re
 // testServerStore is testServerHub with the store wrapped (a store that stalls, say).
 func testServerStore(t *testing.T, cfg Config, hubc hub.Config, wrap func(store.Store) store.Store) (*Server, *live.Registry, *listen.Port) {
 	t.Helper()
+	return testServerLog(t, cfg, hubc, wrap, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// testServerLog is testServerStore logging to log.
+func testServerLog(t *testing.T, cfg Config, hubc hub.Config, wrap func(store.Store) store.Store, log *slog.Logger) (*Server, *live.Registry, *listen.Port) {
+	t.Helper()
 	b, err := bolt.Open(filepath.Join(t.TempDir(), "db"), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
 	st := wrap(b)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg, err := live.Open(context.Background(), st, live.Config{Hub: hubc}, log)
 	if err != nil {
 		t.Fatal(err)

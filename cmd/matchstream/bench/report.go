@@ -32,9 +32,9 @@ func Print(w io.Writer, r *Result) {
 	}
 	ms := r.Runs[0]
 	for _, b := range r.Runs[1:] {
-		fmt.Fprintf(w, "%s / %s: to last client %s, latency p99 %s, CPU per event %s, RSS per connection %s\n", ms.Server, b.Server,
-			ratio(ms.LastClientMs, b.LastClientMs), ratio(ms.LatencyP99, b.LatencyP99), ratio(ms.CPUPerEventMs, b.CPUPerEventMs),
-			ratio(ms.RSSPerConnKB, b.RSSPerConnKB))
+		fmt.Fprintf(w, "%s / %s: to last client %s, latency p99 %s, CPU per event %s, RSS per connection %s, first bytes p99 %s\n",
+			ms.Server, b.Server, ratio(ms.LastClientMs, b.LastClientMs), ratio(ms.LatencyP99, b.LatencyP99),
+			ratio(ms.CPUPerEventMs, b.CPUPerEventMs), ratio(ms.RSSPerConnKB, b.RSSPerConnKB), ratio(ms.FirstP99, b.FirstP99))
 	}
 }
 
