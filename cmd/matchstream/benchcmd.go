@@ -61,9 +61,10 @@ func benchBaselineCommand() *cli.Command {
 		Name:   "bench-baseline",
 		Hidden: true,
 		Usage:  "a baseline server for bench (floor or naive), driven on stdin",
-		Flags:  []cli.Flag{&cli.StringFlag{Name: "kind", Value: "floor"}, &cli.StringFlag{Name: "listen", Value: "127.0.0.1:0"}},
+		Flags: []cli.Flag{&cli.StringFlag{Name: "kind", Value: "floor"}, &cli.StringFlag{Name: "listen", Value: "127.0.0.1:0"},
+			&cli.IntFlag{Name: "ports", Value: 1, Usage: "listen on this many ports (each at --listen's host, port chosen by the kernel unless --listen names one and ports is 1)"}},
 		Action: func(c *cli.Context) error {
-			return bench.ServeBaseline(c.String("kind"), c.String("listen"), os.Stdin, os.Stdout)
+			return bench.ServeBaseline(c.String("kind"), c.String("listen"), c.Int("ports"), os.Stdin, os.Stdout)
 		},
 	}
 }

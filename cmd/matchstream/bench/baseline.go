@@ -20,7 +20,7 @@ type baselineProc struct {
 	mu   sync.Mutex
 	kind string
 	pid  int
-	addr string
+	addrs []string
 	in   io.WriteCloser
 	out  *bufio.Scanner
 	wait func() error

@@ -33,25 +33,39 @@ import (
 // of that match, from the connect lines) and answers
 // "DONE <ns>\n" on stdout; "COUNT\n" answers "COUNT <accepted>\n"; EOF stops the server.
 
-// ServeBaseline runs a baseline server on addr; it prints "LISTEN <addr>" first.
-func ServeBaseline(kind, addr string, in io.Reader, out io.Writer) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
+// ServeBaseline runs a baseline server on ports ports at addr (the daemon's clients are spread
+// over its stream ports, and these over as many); it prints "LISTEN <addr>,<addr>..." first.
+func ServeBaseline(kind, addr string, ports int, in io.Reader, out io.Writer) error {
+	var lns []net.Listener
+	var addrs []string
+	for range max(1, ports) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		lns, addrs = append(lns, ln), append(addrs, ln.Addr().String())
+		if ports > 1 { // each on a port of its own
+			host, _, _ := net.SplitHostPort(addr)
+			addr = net.JoinHostPort(host, "0")
+		}
 	}
-	defer ln.Close()
 	var mu sync.Mutex
 	var fds []int                        // floor: raw fds
 	var chans []chan []byte              // naive: one channel per connection
 	groups := map[string][]chan []byte{} // naive: the channels of each match (from the connect line)
 	var keep []net.Conn                  // keeps accepted connections referenced
 	if kind == "floor" {
-		lf, err := ln.(*net.TCPListener).File() // a duplicate of our own, made non-blocking below
-		if err != nil {
-			return err
+		var lfds []int
+		for _, ln := range lns {
+			lf, err := ln.(*net.TCPListener).File() // a duplicate of our own, made non-blocking below
+			if err != nil {
+				return err
+			}
+			defer lf.Close()
+			lfds = append(lfds, int(lf.Fd()))
 		}
-		defer lf.Close()
-		if err := floorAccept(int(lf.Fd()), func(fd int) {
+		if err := floorAccept(lfds, func(fd int) {
 			mu.Lock()
 			fds = append(fds, fd)
 			mu.Unlock()
@@ -59,45 +73,47 @@ func ServeBaseline(kind, addr string, in io.Reader, out io.Writer) error {
 			return err
 		}
 	}
-	go func() {
+	for _, ln := range lns {
 		if kind == "floor" {
-			return // accepted above
+			break // accepted above
 		}
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			keep = append(keep, c)
-			ch := make(chan []byte, 16)
-			go func() { // reader: blocked in Read, as a naive server is
-				r := bufio.NewReader(c)
-				line, err := r.ReadString('\n')
-				ch <- []byte(`{"kind":"status"}` + "\n") // as a server answers a connect line
-				id := ""
-				if _, after, ok := strings.Cut(line, ":MATCH:"); ok {
-					id, _, _ = strings.Cut(strings.TrimRight(after, "\r\n"), ":")
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
 				}
 				mu.Lock()
-				chans = append(chans, ch)
-				groups[id] = append(groups[id], ch)
-				mu.Unlock()
-				for err == nil {
-					_, err = r.ReadString('\n')
-				}
-			}()
-			go func() { // writer
-				for b := range ch {
-					if _, err := c.Write(b); err != nil {
-						return
+				keep = append(keep, c)
+				ch := make(chan []byte, 16)
+				go func() { // reader: blocked in Read, as a naive server is
+					r := bufio.NewReader(c)
+					line, err := r.ReadString('\n')
+					ch <- []byte(`{"kind":"status"}` + "\n") // as a server answers a connect line
+					id := ""
+					if _, after, ok := strings.Cut(line, ":MATCH:"); ok {
+						id, _, _ = strings.Cut(strings.TrimRight(after, "\r\n"), ":")
 					}
-				}
-			}()
-			mu.Unlock()
-		}
-	}()
-	fmt.Fprintf(out, "LISTEN %s\n", ln.Addr())
+					mu.Lock()
+					chans = append(chans, ch)
+					groups[id] = append(groups[id], ch)
+					mu.Unlock()
+					for err == nil {
+						_, err = r.ReadString('\n')
+					}
+				}()
+				go func() { // writer
+					for b := range ch {
+						if _, err := c.Write(b); err != nil {
+							return
+						}
+					}
+				}()
+				mu.Unlock()
+			}
+		}()
+	}
+	fmt.Fprintf(out, "LISTEN %s\n", strings.Join(addrs, ","))
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		switch strings.TrimSpace(sc.Text()) {
@@ -171,9 +187,13 @@ func writeAll(fd int, b []byte) {
 // connection), accepting until EAGAIN and reading each connect line as soon as it is accepted (in a
 // burst it has arrived by then), so only a client that has not sent it yet costs an epoll
 // registration. A client answered with its status line is handed to subscribed.
-func floorAccept(lfd int, subscribed func(fd int)) error {
-	if err := unix.SetNonblock(lfd, true); err != nil {
-		return err
+func floorAccept(lfds []int, subscribed func(fd int)) error {
+	listener := map[int]bool{}
+	for _, lfd := range lfds {
+		if err := unix.SetNonblock(lfd, true); err != nil {
+			return err
+		}
+		listener[lfd] = true
 	}
 	status := []byte(`{"kind":"status"}` + "\n")
 	// answer reads fd's connect line and answers it; false: not all of it has come yet.
@@ -196,8 +216,10 @@ func floorAccept(lfd int, subscribed func(fd int)) error {
 		if err != nil {
 			return err
 		}
-		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, lfd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(lfd)}); err != nil {
-			return err
+		for _, lfd := range lfds {
+			if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, lfd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(lfd)}); err != nil {
+				return err
+			}
 		}
 		go func() {
 			runtime.LockOSThread()
@@ -211,7 +233,8 @@ func floorAccept(lfd int, subscribed func(fd int)) error {
 					return
 				}
 				for _, ev := range events[:n] {
-					if int(ev.Fd) != lfd {
+					lfd := int(ev.Fd)
+					if !listener[lfd] {
 						if answer(int(ev.Fd)) {
 							unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, int(ev.Fd), nil)
 						}

@@ -13,7 +13,7 @@ import (
 const Baselines = false
 
 // ServeBaseline is not in this build.
-func ServeBaseline(string, string, io.Reader, io.Writer) error { return ErrNoBaselines }
+func ServeBaseline(string, string, int, io.Reader, io.Writer) error { return ErrNoBaselines }
 
 func runMosquitto(context.Context, *Config) (*Figures, error) { return nil, ErrNoBaselines }
 

@@ -272,7 +272,11 @@ func runBaseline(ctx context.Context, cfg *Config, kind string) (*Figures, error
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, exe, "bench-baseline", "--kind", kind)
+	ports := len(cfg.Stream)
+	if cfg.Spawn {
+		ports = spawnedPorts
+	}
+	cmd := exec.CommandContext(ctx, exe, "bench-baseline", "--kind", kind, "--ports", strconv.Itoa(max(1, ports)))
 	in, _ := cmd.StdinPipe()
 	outPipe, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
@@ -284,7 +288,7 @@ func runBaseline(ctx context.Context, cfg *Config, kind string) (*Figures, error
 	if !b.out.Scan() || !strings.HasPrefix(b.out.Text(), "LISTEN ") {
 		return nil, fmt.Errorf("baseline %s did not start", kind)
 	}
-	b.addr = strings.TrimPrefix(b.out.Text(), "LISTEN ")
+	b.addrs = strings.Split(strings.TrimPrefix(b.out.Text(), "LISTEN "), ",")
 	ids := []string{"x"}
 	if cfg.Matches > 1 {
 		ids = make([]string, cfg.Matches)
@@ -299,7 +303,7 @@ func runBaseline(ctx context.Context, cfg *Config, kind string) (*Figures, error
 		}
 		return 0, b.event("")
 	}
-	return measure(ctx, cfg, kind, []string{b.addr}, b.pid, ids, b.waitAccepted, event, func() {})
+	return measure(ctx, cfg, kind, b.addrs, b.pid, ids, b.waitAccepted, event, func() {})
 }
 
 // measure connects the fleet, posts the events, and gathers the figures.
