@@ -17,13 +17,13 @@ var ErrNoBaselines = errors.New("this matchstream was built without the bench ba
 
 // baselineProc is a running baseline server.
 type baselineProc struct {
-	mu   sync.Mutex
-	kind string
-	pid  int
+	mu    sync.Mutex
+	kind  string
+	pid   int
 	addrs []string
-	in   io.WriteCloser
-	out  *bufio.Scanner
-	wait func() error
+	in    io.WriteCloser
+	out   *bufio.Scanner
+	wait  func() error
 }
 
 func (b *baselineProc) event(group string) error {
