@@ -2,7 +2,6 @@ package stream
 
 import (
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,7 +57,9 @@ func (s *Server) Serve(p *listen.Port) error {
 		return fmt.Errorf("stream port %d: dup: %w", p.Number(), dupErr)
 	}
 	defer unix.Close(lfd)
-	if err := unix.SetNonblock(lfd, true); err != nil { // shared with the original: it is already
+	// The duplicate shares the listener's open file, which Go has made non-blocking already; the
+	// raw accept4 calls rely on it.
+	if err := unix.SetNonblock(lfd, true); err != nil {
 		return fmt.Errorf("stream port %d: %w", p.Number(), err)
 	}
 	// Set on the listening socket, the options are copied into each socket it accepts (Linux
@@ -68,33 +69,33 @@ func (s *Server) Serve(p *listen.Port) error {
 	// found empty, after which every accepted one completed later. If the listener refuses an
 	// option, every accepted socket is tuned.
 	a := &acceptor{s: s, lfd: lfd, port: p, listenerTuned: s.tune(lfd) == nil, done: make(chan struct{})}
+	// Watched under s.mu, so a StopAccepting cannot come between: it would miss a listener added
+	// after it, which, level-triggered and never accepted from, would wake its poller for ever.
 	s.mu.Lock()
 	if s.accepting == nil {
 		s.mu.Unlock()
 		return nil // stopped before it started
 	}
-	s.accepting = append(s.accepting, a)
-	s.mu.Unlock()
 	for _, pl := range s.pollers {
 		if err := pl.watchListener(a, true); err != nil {
-			s.forget(a)
+			s.mu.Unlock()
+			a.unwatch()
 			return fmt.Errorf("stream port %d: epoll_ctl: %w", p.Number(), err)
 		}
 	}
+	s.accepting = append(s.accepting, a)
+	s.mu.Unlock()
 	<-a.done
 	return nil
 }
 
-// forget undoes a Serve that could not start.
-func (s *Server) forget(a *acceptor) {
-	a.stopped.Store(true)
-	s.mu.Lock()
-	if i := slices.Index(s.accepting, a); i >= 0 {
-		s.accepting = slices.Delete(s.accepting, i, i+1)
-	}
-	s.mu.Unlock()
-	for _, pl := range s.pollers {
-		pl.dispatch.Lock()
+// unwatch takes a out of every poller and returns once none is accepting from it.
+func (a *acceptor) unwatch() {
+	a.mu.Lock()
+	a.stopped.Store(true) // a back-off that ends now no longer watches the listener again
+	a.mu.Unlock()
+	for _, pl := range a.s.pollers {
+		pl.dispatch.Lock() // a batch that is accepting finishes first; later ones see stopped
 		pl.watchListener(a, false)
 		pl.dispatch.Unlock()
 	}
@@ -108,18 +109,7 @@ func (s *Server) StopAccepting() {
 	s.accepting = nil
 	s.mu.Unlock()
 	for _, a := range as {
-		a.mu.Lock()
-		a.stopped.Store(true) // a back-off that ends now no longer watches the listener again
-		a.mu.Unlock()
-	}
-	for _, pl := range s.pollers {
-		pl.dispatch.Lock() // a batch that is accepting finishes first; later ones see stopped
-		for _, a := range as {
-			pl.watchListener(a, false)
-		}
-		pl.dispatch.Unlock()
-	}
-	for _, a := range as {
+		a.unwatch()
 		close(a.done)
 	}
 }

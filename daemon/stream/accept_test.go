@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -90,5 +91,33 @@ func TestAcceptBacksOffOutOfDescriptors(t *testing.T) {
 	release()
 	if line, err := bufio.NewReader(b).ReadString('\n'); err != nil || !strings.Contains(line, `"seq":2`) {
 		t.Fatalf("client accepted once descriptors were free: %q, %v", line, err)
+	}
+}
+
+// A StopAccepting that comes while a Serve starts leaves no listener in any poller: one left
+// there, level-triggered and never accepted from again, would wake its poller for ever.
+func TestStopAcceptingWhileServeStarts(t *testing.T) {
+	s, _, port := testServer(t, Config{})
+	s.StopAccepting() // the Serve of testServer
+	for round := range 2000 {
+		s.ResumeAccepting()
+		served := make(chan error, 1)
+		go func() { served <- s.Serve(port) }()
+		// Stop at every point of Serve's start: the rounds wait from nothing to 40 µs.
+		for t0 := time.Now(); time.Since(t0) < time.Duration(round%41)*time.Microsecond; {
+			runtime.Gosched()
+		}
+		s.StopAccepting()
+		if err := <-served; err != nil {
+			t.Fatal(err)
+		}
+		for i, pl := range s.pollers {
+			pl.mu.RLock()
+			n := len(pl.listeners)
+			pl.mu.RUnlock()
+			if n != 0 {
+				t.Fatalf("round %d: poller %d still watches %d listeners after StopAccepting", round, i, n)
+			}
+		}
 	}
 }
