@@ -3,11 +3,10 @@
 // the original did, and hands each connection to its match's hub.
 //
 // It is driven by epoll (one poller per CPU, which also accepts: accept.go) rather than a
-// goroutine per connection: an idle
-// subscribed connection holds no goroutine and no buffer, only a small struct, so a process holds
-// tens of thousands of clients in a few megabytes. Writes are made by the hub's short-lived flush
-// goroutines with non-blocking write(2)/writev(2) calls; when a socket is full the writer waits for
-// the poller to report it writable again.
+// goroutine per connection: an idle subscribed connection holds no goroutine and no buffer, only a
+// small struct, so a process holds tens of thousands of clients in a few megabytes. The hub's
+// fan-out writes with non-blocking write(2)/writev(2) calls (raw ones: sys.go); when a socket is
+// full, a flush goroutine waits for the poller to report it writable again.
 package stream
 
 import (
