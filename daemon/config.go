@@ -3,7 +3,9 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"matchstream/daemon/api"
@@ -45,8 +47,8 @@ type Config struct {
 	StoreMinReplicas int
 	// GCPercent is the Go garbage collector's target (GOGC) for the daemon process, applied by the
 	// CLI unless GOGC is set: the heap may grow this far past what is live before a collection.
-	// An idle connection is a few hundred bytes that live for hours, so the headroom is most of
-	// what a connection costs: 50 holds 15,000 at 0.57-0.62 KB each where 100 took 0.77-0.79 KB,
+	// An idle connection is a few hundred bytes that live for hours, so the headroom is much of
+	// what a connection costs: 50 holds 19,000 at 0.49-0.53 KB each where 100 took 0.61-0.66 KB,
 	// for a fan-out perhaps 5% slower, within this VM's noise (docs/performance.md).
 	GCPercent int
 
@@ -92,7 +94,10 @@ func Default() Config {
 
 // Defaults a few flags need as text.
 const (
-	DefaultStream   = "127.0.0.1:9000-9007"
+	DefaultStream = "127.0.0.1:9000-9007"
+	// DefaultAdmin is the admin listener `install` configures; a bare `serve` has none, so two
+	// daemons on one host (tests, several nodes) do not fight over it.
+	DefaultAdmin    = "127.0.0.1:8889"
 	DefaultStateDir = "/var/lib/matchstream"
 )
 
@@ -140,6 +145,13 @@ func (c *Config) Validate() error {
 			bad("stream: %s is used twice (or is also the API address)", a)
 		}
 		seen[a] = true
+	}
+	if a := c.Listen.Admin; a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("admin: %q is not host:port (or \"\" for no admin listener)", a)
+		} else if seen[a] && !strings.HasSuffix(a, ":0") {
+			bad("admin: %s is also the API or a stream address", a)
+		}
 	}
 	if c.Listen.Backlog < 1 || c.Listen.Backlog > 1<<20 {
 		bad("backlog: %d is outside 1-1048576", c.Listen.Backlog)

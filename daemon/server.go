@@ -44,6 +44,7 @@ type Server struct {
 	streams *stream.Server
 	handler *api.Handler
 	http    *fasthttp.Server
+	admin   *fasthttp.Server // nil: no admin listener
 	cluster atomic.Pointer[[]store.NodeLoad]
 
 	// notify is the service manager's socket; a successor's points at its predecessor until READY.
@@ -120,6 +121,11 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	}
 	s.handler.Metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(metrics.New(s.reg, s.lns, s.streams), promhttp.HandlerOpts{}))
 	s.http = s.handler.Server()
+	if s.lns.Admin != nil {
+		s.handler.AdminElsewhere = true
+		s.admin = s.handler.Server()
+		s.admin.Handler = s.handler.ServeAdmin
+	}
 	return s, nil
 }
 
@@ -161,6 +167,15 @@ func (s *Server) Start(ctx context.Context) error {
 			s.failed(fmt.Errorf("api: %w", err))
 		}
 	}()
+	if s.admin != nil {
+		s.serving.Add(1)
+		go func() {
+			defer s.serving.Done()
+			if err := s.admin.Serve(s.lns.Admin); err != nil {
+				s.failed(fmt.Errorf("admin: %w", err))
+			}
+		}()
+	}
 	go func() { // a listener that fails stops the daemon
 		select {
 		case err := <-s.errc:
@@ -223,6 +238,14 @@ func (s *Server) Addrs() (apiAddr net.Addr, streams []net.Addr) {
 	return s.lns.API.Addr(), streams
 }
 
+// AdminAddr is the admin listener's address; nil when there is none.
+func (s *Server) AdminAddr() net.Addr {
+	if s.lns.Admin == nil {
+		return nil
+	}
+	return s.lns.Admin.Addr()
+}
+
 // Ready is closed once the Server serves.
 func (s *Server) Ready() <-chan struct{} { return s.readyC }
 
@@ -256,6 +279,9 @@ func (s *Server) toSuccessor() error {
 		fds = append(fds, handover.Inherit{Conn: p.Listener.(syscall.Conn), Name: listen.FDNameStream})
 	}
 	fds = append(fds, handover.Inherit{Conn: s.lns.API.(syscall.Conn), Name: listen.FDNameAPI})
+	if s.lns.Admin != nil {
+		fds = append(fds, handover.Inherit{Conn: s.lns.Admin.(syscall.Conn), Name: listen.FDNameAdmin})
+	}
 	if err := handover.ToSuccessor(s.streams, fds, s.rel, s.drain(), s.log); err != nil {
 		s.streams.ResumeAccepting()
 		s.serveStreams()
@@ -305,6 +331,9 @@ func (s *Server) stop(ctx context.Context, cause error, keep bool) {
 		defer cancel()
 		s.handler.Stop() // long-polls return now rather than hold the shutdown
 		s.http.ShutdownWithContext(sctx)
+		if s.admin != nil {
+			s.admin.ShutdownWithContext(sctx)
+		}
 		s.reg.Shutdown()
 		drainUntil(sctx, s.lns, 2*time.Second)
 		if err := s.streams.Shutdown(sctx); err != nil {

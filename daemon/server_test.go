@@ -317,3 +317,27 @@ func TestServerRestartResume(t *testing.T) {
 		}
 	}
 }
+
+// The admin listener serves the metrics; the API still shows them to this host.
+func TestAdminListenerServesMetrics(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Listen.Admin = "127.0.0.1:0"
+	s := startServer(t, cfg)
+	if s.AdminAddr() == nil {
+		t.Fatal("no admin listener")
+	}
+	for _, u := range []string{"http://" + s.AdminAddr().String() + "/metrics", s.testURL("/metrics")} {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !bytes.Contains(body, []byte("matchstream_events_accepted_total 0")) {
+			t.Fatalf("GET %s: %d %.200s", u, resp.StatusCode, body)
+		}
+	}
+	if s := startServer(t, testConfig(t)); s.AdminAddr() != nil {
+		t.Fatalf("an admin listener at %s without --admin", s.AdminAddr())
+	}
+}

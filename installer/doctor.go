@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -54,6 +55,9 @@ type Doctor struct {
 	NoFile func() (soft, hard uint64, err error)
 	// Store checks the configured store; nil skips the check.
 	Store func(context.Context) (string, error)
+	// API and Admin are the API and admin listener addresses (Admin "" for none), for the checks
+	// of what the network can reach; API "" skips them.
+	API, Admin string
 }
 
 // ProcessNoFile reads this process's RLIMIT_NOFILE.
@@ -86,6 +90,9 @@ func (d *Doctor) Run(ctx context.Context) []Check {
 	out = append(out, d.noFile()...)
 	out = append(out, d.memory())
 	out = append(out, d.ports()...)
+	if d.API != "" {
+		out = append(out, d.Exposure()...)
+	}
 	if d.Store != nil {
 		c := Check{Name: "store", Needed: "answers"}
 		found, err := d.Store(ctx)
@@ -323,4 +330,44 @@ func Print(w io.Writer, target int, checks []Check) {
 		verdict = "this host cannot carry it yet"
 	}
 	fmt.Fprintf(w, "doctor: %d connections: %d OK, %d WARN, %d FAIL: %s\n", target, ok, warn, fail, verdict)
+}
+
+// loopback reports whether a listen address is reachable from this host only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Exposure checks what the network can reach in clear text: the watcher's posts, which carry its
+// bearer token, and the metrics and debug state.
+func (d *Doctor) Exposure() []Check {
+	posts := Check{Name: "watcher posts", Needed: "on loopback, or behind TLS",
+		Why: "every post carries the watcher's bearer token, and the API speaks plain HTTP"}
+	if loopback(d.API) {
+		posts.Status, posts.Found = OK, "loopback only ("+d.API+")"
+	} else {
+		posts.Status, posts.Found = WARN, "clear text on "+d.API
+		posts.Fix = "keep the watcher on a trusted network, or listen on 127.0.0.1 (--api) behind a TLS-terminating proxy"
+	}
+	admin := Check{Name: "admin listener", Needed: "on loopback",
+		Why: "/metrics and /debug/* show every match, client and queue"}
+	switch {
+	case d.Admin != "" && loopback(d.Admin):
+		admin.Status, admin.Found = OK, d.Admin+"; the API shows /metrics and /debug/* to this host only"
+	case d.Admin != "":
+		admin.Status, admin.Found, admin.Fix = WARN, "reachable on "+d.Admin, "--admin 127.0.0.1:8889, and scrape it from this host or through a tunnel"
+	case loopback(d.API):
+		admin.Status, admin.Found = OK, "none; the API, on loopback, serves /metrics"
+	default:
+		admin.Status, admin.Found = WARN, "none: the API serves /metrics and /debug/* on "+d.API
+		admin.Fix = "--admin 127.0.0.1:8889 (install configures it)"
+	}
+	return []Check{posts, admin}
 }

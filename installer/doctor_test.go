@@ -125,3 +125,30 @@ func TestDoctorPorts(t *testing.T) {
 		t.Errorf("held port: %+v", c)
 	}
 }
+
+// What the network reaches in clear text: the watcher's posts and the metrics.
+func TestDoctorExposure(t *testing.T) {
+	for _, tc := range []struct {
+		api, admin  string
+		posts, mets string // statuses
+	}{
+		{"127.0.0.1:8888", "", installer.OK, installer.OK},
+		{"[::1]:8888", "127.0.0.1:8889", installer.OK, installer.OK},
+		{"localhost:8888", "", installer.OK, installer.OK},
+		{"0.0.0.0:8888", "127.0.0.1:8889", installer.WARN, installer.OK},
+		{"0.0.0.0:8888", "", installer.WARN, installer.WARN},
+		{":8888", "0.0.0.0:8889", installer.WARN, installer.WARN},
+		{"10.1.2.3:8888", "10.1.2.3:8889", installer.WARN, installer.WARN},
+	} {
+		d := installer.Doctor{API: tc.api, Admin: tc.admin}
+		got := d.Exposure()
+		if len(got) != 2 || got[0].Status != tc.posts || got[1].Status != tc.mets {
+			t.Errorf("api %s admin %q: %+v; want posts %s, admin %s", tc.api, tc.admin, got, tc.posts, tc.mets)
+		}
+		for _, c := range got {
+			if c.Status == installer.WARN && c.Fix == "" {
+				t.Errorf("api %s admin %q: %s warns without a fix", tc.api, tc.admin, c.Name)
+			}
+		}
+	}
+}

@@ -50,6 +50,7 @@ type Params struct {
 	Target     sysctl.Target
 	Units      units.Params
 	StreamSpec string // --stream as given, for the default config
+	Admin      string // the admin listener, for the default config ("" for none)
 	// ReadKnob returns a knob's current value ("" if unknown): the sysctl file never lowers one.
 	ReadKnob func(sysctl.Knob) string
 }
@@ -73,15 +74,17 @@ func Files(p Params) ([]File, error) {
 		files = append(files, File{Path: "etc/systemd/system/" + n, Content: us[n], Mode: 0o644})
 	}
 	files = append(files, File{Path: strings.TrimPrefix(p.Units.Config, "/"), Mode: 0o644, OnlyIfAbsent: true,
-		Content: DefaultConfig(p.Units.API, p.StreamSpec, p.Target)})
+		Content: DefaultConfig(p.Units.API, p.Admin, p.StreamSpec, p.Target)})
 	return files, nil
 }
 
 // DefaultConfig is the config file written when there is none.
-func DefaultConfig(api, stream string, t sysctl.Target) string {
+func DefaultConfig(api, admin, stream string, t sysctl.Target) string {
 	return fmt.Sprintf(`# MatchStream configuration. Keys are the flags of 'matchstream serve --help';
 # flags and MATCHSTREAM_* environment variables override what is set here.
 api = %q
+# /metrics, /debug/queues and /healthz for this host's operator and Prometheus ("" for none)
+admin = %q
 stream = %q
 backlog = %d
 target-connections = %d
@@ -89,7 +92,7 @@ target-connections = %d
 # client-queue = 64
 # write-timeout = "30s"
 # handshake-timeout = "10s"
-`, api, stream, t.Backlog, t.Connections)
+`, api, admin, stream, t.Backlog, t.Connections)
 }
 
 // Installer writes host files below Root.

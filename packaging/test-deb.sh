@@ -78,7 +78,7 @@ token=$(cat "$root/etc/matchstream/watcher.token")
 [ ${#token} -ge 32 ] || fail "token too short"
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-api=$(port); s0=$(port)
+api=$(port); s0=$(port); adm=$(port)
 step "doctor in the root"
 out=$(in_root matchstream doctor --config /etc/matchstream/matchstream.toml --target-connections 1000 --backlog 1024 \
 	--api 127.0.0.1:$api --stream 127.0.0.1:$s0-$s0 || true)
@@ -86,7 +86,7 @@ grep -q "^doctor: 1000 connections:" <<<"$out" || fail "doctor did not run: $out
 
 step "the daemon in the root as the matchstream user, and a client watching the sample match"
 chroot --userspec=matchstream:matchstream "$root" /usr/bin/matchstream serve --config /etc/matchstream/matchstream.toml \
-	--api 127.0.0.1:$api --stream 127.0.0.1:$s0-$s0 --state-dir /var/lib/matchstream --log-level warn &
+	--api 127.0.0.1:$api --admin 127.0.0.1:$adm --stream 127.0.0.1:$s0-$s0 --state-dir /var/lib/matchstream --log-level warn &
 daemon_pid=$!
 for _ in $(seq 100); do
 	python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$api/healthz')" 2>/dev/null && break
@@ -101,6 +101,8 @@ sleep 0.5
 "$root/usr/bin/matchstream" watcher --api http://127.0.0.1:$api --token "$token" --speed 0 -q \
 	--match elp-tig-2011-09-10 <(tail -n +2 "$here/testdata/matches/elp-tig-2011-09-10.jsonl") >/dev/null
 wait $client_pid || fail "client: $(cat "$work/client")"
+python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$adm/metrics').read().decode())" |
+	grep -q '^matchstream_events_accepted_total 31$' || fail "no metrics on the admin listener"
 grep -q "^ok: 5 users watched elp-tig-2011-09-10" "$work/client" || fail "client: $(cat "$work/client")"
 kill "$daemon_pid"; wait "$daemon_pid" 2>/dev/null || true; daemon_pid=
 [ -s "$root/var/lib/matchstream/matchstream.db" ] || fail "no store in the state dir"

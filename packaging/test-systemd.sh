@@ -126,6 +126,9 @@ subscribers() {
 step "a client connecting starts the service; doctor runs as ExecStartPre"
 $NS timeout 60 matchstream watcher --api http://127.0.0.1:8888 --token-file /etc/matchstream/watcher.token --speed 0 -q /root/start.jsonl >/dev/null
 $NS systemctl is-active --quiet matchstream.service || fail "socket activation did not start the service"
+# The packaged config's admin listener serves the metrics on this host.
+$NS bash -c 'exec 3<>/dev/tcp/127.0.0.1/8889 && printf "GET /metrics HTTP/1.0\r\n\r\n" >&3 && cat <&3' 2>/dev/null |
+	grep -q '^matchstream_events_accepted_total 1$' || fail "the admin listener (127.0.0.1:8889) has no metrics"
 # Output is read whole before grep sees it: journalctl dies of SIGPIPE (141) when its reader stops
 # early, so `journalctl | grep -q` under pipefail fails whenever the match is not in its last write.
 journal=$($NS journalctl -u matchstream --no-pager)

@@ -48,7 +48,7 @@ func distCommand() *cli.Command {
 			files := map[string]string{
 				"usr/lib/sysctl.d/60-matchstream.conf":      sysctl.Render(t, func(sysctl.Knob) string { return "" }),
 				"etc/modprobe.d/matchstream-conntrack.conf": sysctl.RenderModprobe(t),
-				"etc/matchstream/matchstream.toml": installer.DefaultConfig(packagedAPI, packagedStream, t) +
+				"etc/matchstream/matchstream.toml": installer.DefaultConfig(packagedAPI, daemon.DefaultAdmin, packagedStream, t) +
 					"watcher-token-file = \"/etc/matchstream/watcher.token\"\n",
 			}
 			for n, text := range us {

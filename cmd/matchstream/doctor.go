@@ -38,8 +38,12 @@ func doctorCommand() *cli.Command {
 				Root:   c.String("root"),
 				Target: sysctl.Target{Connections: cfg.TargetConnections, Backlog: cfg.Listen.Backlog},
 				Ports:  append(append([]string(nil), cfg.Listen.Stream...), cfg.Listen.API),
+				API:    cfg.Listen.API, Admin: cfg.Listen.Admin,
 				NoFile: installer.ProcessNoFile,
 				Store:  func(context.Context) (string, error) { return daemon.ProbeStore(cfg.StoreURL()) },
+			}
+			if cfg.Listen.Admin != "" {
+				d.Ports = append(d.Ports, cfg.Listen.Admin)
 			}
 			checks := d.Run(c.Context)
 			ok, warn, fail := installer.Counts(checks)

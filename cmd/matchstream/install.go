@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"matchstream/daemon"
 	"matchstream/installer"
 	"matchstream/sysctl"
 	"matchstream/units"
@@ -48,6 +49,9 @@ func runInstall(c *cli.Context) error {
 	if !c.IsSet("stream") {
 		c.Set("stream", "0.0.0.0:9000-9007")
 	}
+	if !c.IsSet("admin") { // metrics and debug state for this host only
+		c.Set("admin", daemon.DefaultAdmin)
+	}
 	cfg, err := configFrom(c)
 	if err != nil {
 		return err
@@ -86,7 +90,7 @@ func runInstall(c *cli.Context) error {
 		return nil
 	}
 	target := sysctl.Target{Connections: cfg.TargetConnections, Backlog: cfg.Listen.Backlog}
-	p := installer.Params{Target: target, StreamSpec: c.String("stream"),
+	p := installer.Params{Target: target, StreamSpec: c.String("stream"), Admin: cfg.Listen.Admin,
 		// The installed service always reads the packaged path, whatever file install read its
 		// settings from; install writes that file when it is absent.
 		Units: units.Params{Binary: bin, Config: defaultConfigFile, API: cfg.Listen.API, Stream: cfg.Listen.Stream,

@@ -41,6 +41,9 @@ func daemonFlags() []cli.Flag {
 			Usage: "connections this host must carry: sizes the host tuning, LimitNOFILE and doctor's checks"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "api", Value: d.Listen.API, EnvVars: env("api"),
 			Usage: "host:port of the HTTP API"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "admin", Value: d.Listen.Admin, EnvVars: env("admin"),
+			Usage: "host:port of the admin listener, which serves /metrics, /debug/queues and /healthz; once it is set, the API shows " +
+				"/metrics and /debug/* to this host only. Empty: none (install configures " + daemon.DefaultAdmin + ")"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "stream", Value: daemon.DefaultStream, EnvVars: env("stream"),
 			Usage: "stream listeners as host:first-last, one listener per port"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "backlog", Value: d.Listen.Backlog, EnvVars: env("backlog"),
@@ -115,8 +118,12 @@ func serveCommand() *cli.Command {
 				return err
 			}
 			if c.Bool("check") {
-				fmt.Fprintf(c.App.Writer, "configuration OK\napi %s\nstream %d ports %s..%s\nbacklog %d\nstore %s\nwatcher token file %s\n",
-					cfg.Listen.API, len(cfg.Listen.Stream), cfg.Listen.Stream[0], cfg.Listen.Stream[len(cfg.Listen.Stream)-1],
+				admin := cfg.Listen.Admin
+				if admin == "" {
+					admin = "none"
+				}
+				fmt.Fprintf(c.App.Writer, "configuration OK\napi %s\nadmin %s\nstream %d ports %s..%s\nbacklog %d\nstore %s\nwatcher token file %s\n",
+					cfg.Listen.API, admin, len(cfg.Listen.Stream), cfg.Listen.Stream[0], cfg.Listen.Stream[len(cfg.Listen.Stream)-1],
 					cfg.Listen.Backlog, cfg.StoreShown(), cfg.TokenFile())
 				return nil
 			}
@@ -202,6 +209,7 @@ func configFrom(c *cli.Context) (daemon.Config, error) {
 	cfg.API.WatcherToken = c.String("watcher-token")
 	cfg.API.MaxBodySize = c.Int("max-body")
 	cfg.Listen.API = c.String("api")
+	cfg.Listen.Admin = c.String("admin")
 	cfg.Listen.Backlog = c.Int("backlog")
 	cfg.Stream.HandshakeTimeout = c.Duration("handshake-timeout")
 	cfg.Stream.MaxLine = c.Int("max-line")

@@ -61,6 +61,9 @@ type Handler struct {
 	lns   *listen.Set
 	log   *slog.Logger
 	ready func() bool
+	// AdminElsewhere: an admin listener serves /metrics and /debug/*, so this API shows them only
+	// to loopback peers (local tools, and DESIGN.md's GET /metrics on the API port, keep working).
+	AdminElsewhere bool
 	// Metrics serves GET /metrics (Prometheus text format); nil answers 404.
 	Metrics fasthttp.RequestHandler
 	// Cluster, when set (a shared store), lists the other live nodes: /connect then picks the
@@ -174,14 +177,12 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	case path == "/matches" && get:
 		h.discoverAll(ctx)
 		writeJSON(ctx, fasthttp.StatusOK, Summaries(h.reg))
-	case path == "/metrics" && get && h.Metrics != nil:
-		h.Metrics(ctx)
-	case path == "/debug/queues" && get:
-		k := ctx.QueryArgs().GetUintOrZero("top")
-		if k <= 0 || k > 1000 {
-			k = 10
+	case (path == "/metrics" || strings.HasPrefix(path, "/debug/")) && get:
+		if h.AdminElsewhere && !ctx.RemoteIP().IsLoopback() {
+			writeError(ctx, fasthttp.StatusNotFound, path+" is served on the admin listener (--admin), and here to this host only")
+			return
 		}
-		writeJSON(ctx, fasthttp.StatusOK, queuesOf(h.reg.Longest(k)))
+		h.ServeAdmin(ctx)
 	case strings.HasPrefix(path, "/matches/"):
 		id, rest, _ := strings.Cut(strings.TrimPrefix(path, "/matches/"), "/")
 		h.discover(ctx, id)
@@ -208,6 +209,30 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 		if !get || !h.page(ctx, path) {
 			writeError(ctx, fasthttp.StatusNotFound, "no such path: "+path)
 		}
+	}
+}
+
+// ServeAdmin serves the admin listener: the daemon's metrics and state for its operator, which the
+// public API shows only to this host once an admin listener exists (AdminElsewhere).
+func (h *Handler) ServeAdmin(ctx *fasthttp.RequestCtx) {
+	path := string(ctx.Path())
+	get := ctx.IsGet() || ctx.IsHead()
+	switch {
+	case !get:
+		ctx.Response.Header.Set("Allow", "GET, HEAD")
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, "the admin listener only reads")
+	case path == "/metrics" && h.Metrics != nil:
+		h.Metrics(ctx)
+	case path == "/debug/queues":
+		k := ctx.QueryArgs().GetUintOrZero("top")
+		if k <= 0 || k > 1000 {
+			k = 10
+		}
+		writeJSON(ctx, fasthttp.StatusOK, queuesOf(h.reg.Longest(k)))
+	case path == "/healthz":
+		h.healthz(ctx)
+	default:
+		writeError(ctx, fasthttp.StatusNotFound, "no such path: "+path+" (the admin listener serves /metrics, /debug/queues and /healthz)")
 	}
 }
 

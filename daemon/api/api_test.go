@@ -551,3 +551,54 @@ func TestPostServerTiming(t *testing.T) {
 		})
 	}
 }
+
+// serveFrom runs one request through serve as if it came from remote.
+func serveFrom(serve fasthttp.RequestHandler, remote, method, path string) (int, string) {
+	var req fasthttp.Request
+	req.Header.SetMethod(method)
+	req.SetRequestURI("http://matchstream" + path)
+	var ctx fasthttp.RequestCtx
+	ctx.Init(&req, &net.TCPAddr{IP: net.ParseIP(remote), Port: 40000}, nil)
+	serve(&ctx)
+	return ctx.Response.StatusCode(), string(ctx.Response.Body())
+}
+
+// With an admin listener, the public API shows the metrics and debug state to this host only; the
+// admin listener serves them, reads only, and nothing else.
+func TestAdminListener(t *testing.T) {
+	f := newFixture(t)
+	f.h.Metrics = func(ctx *fasthttp.RequestCtx) { ctx.WriteString("matchstream_up 1\n") }
+	for _, tc := range []struct {
+		name           string
+		admin, public  bool // serve with ServeAdmin / with Serve
+		elsewhere      bool // an admin listener exists
+		remote, method string
+		path           string
+		code           int
+		want           string
+	}{
+		{"admin: metrics", true, false, true, "127.0.0.1", "GET", "/metrics", 200, "matchstream_up 1"},
+		{"admin: queues", true, false, true, "127.0.0.1", "GET", "/debug/queues?top=3", 200, "["},
+		{"admin: health", true, false, true, "127.0.0.1", "GET", "/healthz", 200, ""},
+		{"admin: no matches", true, false, true, "127.0.0.1", "GET", "/matches", 404, "admin listener serves"},
+		{"admin: no posts", true, false, true, "127.0.0.1", "POST", "/metrics", 405, "only reads"},
+		{"public, remote: metrics elsewhere", false, true, true, "192.0.2.7", "GET", "/metrics", 404, "admin listener"},
+		{"public, remote: queues elsewhere", false, true, true, "192.0.2.7", "GET", "/debug/queues", 404, "admin listener"},
+		{"public, loopback: metrics", false, true, true, "127.0.0.1", "GET", "/metrics", 200, "matchstream_up 1"},
+		{"public, IPv6 loopback: metrics", false, true, true, "::1", "GET", "/metrics", 200, "matchstream_up 1"},
+		{"public, remote, no admin listener: metrics", false, true, false, "192.0.2.7", "GET", "/metrics", 200, "matchstream_up 1"},
+		{"public, remote: reads stay", false, true, true, "192.0.2.7", "GET", "/matches", 200, "["},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.h.AdminElsewhere = tc.elsewhere
+			serve := f.h.Serve
+			if tc.admin {
+				serve = f.h.ServeAdmin
+			}
+			code, body := serveFrom(serve, tc.remote, tc.method, tc.path)
+			if code != tc.code || !strings.Contains(body, tc.want) {
+				t.Fatalf("%s %s from %s = %d %q; want %d containing %q", tc.method, tc.path, tc.remote, code, body, tc.code, tc.want)
+			}
+		})
+	}
+}

@@ -27,11 +27,15 @@ import (
 const (
 	FDNameStream = "stream"
 	FDNameAPI    = "api"
+	// FDNameAdmin is the admin listener's name when a predecessor hands it on; the socket units do
+	// not pass one (the daemon binds it itself).
+	FDNameAdmin = "admin"
 )
 
 // Config is the listener section of the daemon configuration.
 type Config struct {
 	API     string   // host:port of the HTTP API
+	Admin   string   // host:port of the admin listener (/metrics, /debug/*); "" for none
 	Stream  []string // host:port of each stream listener
 	Backlog int      // listen(2) backlog for self-bound sockets (capped by net.core.somaxconn)
 	// SomaxconnPath is read to tell the operator when the kernel caps the backlog.
@@ -85,6 +89,7 @@ func (p *Port) Number() int {
 // Set is every listener of the daemon.
 type Set struct {
 	API       net.Listener
+	Admin     net.Listener // nil: no admin listener
 	Stream    []*Port
 	Activated bool // the sockets came from systemd
 	// Events counts the Server-Sent Events connections taken over from the API listener (the
@@ -98,7 +103,15 @@ type Set struct {
 // Open takes the listeners from the inherited descriptors of socket activation, or binds them.
 func Open(cfg Config, log *slog.Logger) (*Set, error) {
 	if cfg.Activated {
-		return fromActivation(cfg.Inherited, log)
+		s, err := fromActivation(cfg.Inherited, log)
+		if err == nil && s.Admin == nil && cfg.Admin != "" {
+			// Loopback-only and never needed to start the service, so no socket unit holds it.
+			if s.Admin, err = Bind(cfg.Admin, 128); err != nil {
+				s.Close()
+				return nil, err
+			}
+		}
+		return s, err
 	}
 	s := &Set{}
 	ok := false
@@ -119,6 +132,11 @@ func Open(cfg Config, log *slog.Logger) (*Set, error) {
 		return nil, err
 	}
 	s.API = ln
+	if cfg.Admin != "" {
+		if s.Admin, err = Bind(cfg.Admin, 128); err != nil {
+			return nil, err
+		}
+	}
 	if max, err := readInt(cfg.SomaxconnPath); err == nil && max < cfg.Backlog {
 		log.Warn("listen backlog capped by the kernel", "backlog", cfg.Backlog, "net.core.somaxconn", max,
 			"hint", "raise it (sysctl -w net.core.somaxconn=N) and restart the daemon")
@@ -163,6 +181,11 @@ func fromActivation(files []*os.File, log *slog.Logger) (*Set, error) {
 				return nil, errors.New("socket activation: more than one fd named " + FDNameAPI)
 			}
 			s.API = ln
+		case FDNameAdmin:
+			if s.Admin != nil {
+				s.Admin.Close()
+			}
+			s.Admin = ln
 		default:
 			log.Warn("socket activation: ignoring fd with unknown name", "name", f.Name())
 			ln.Close()
@@ -183,6 +206,9 @@ func (s *Set) Close() {
 	}
 	if s.API != nil {
 		s.API.Close()
+	}
+	if s.Admin != nil {
+		s.Admin.Close()
 	}
 	for _, p := range s.Stream {
 		p.Close()
