@@ -17,7 +17,7 @@ NFPM     := bin/nfpm
 NFPM_VERSION := v2.44.0
 DEB      := matchstream_$(VERSION)_amd64.deb
 
-.PHONY: chaos test-ha bench-binary nats-server stress-restart soak build run test test-deps vet unit fuzz-smoke fuzz bench lint clean deb rpm test-deb test-browser
+.PHONY: check-monitoring chaos test-ha bench-binary nats-server stress-restart soak build run test test-deps vet unit fuzz-smoke fuzz bench lint clean deb rpm test-deb test-browser
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/matchstream
@@ -38,14 +38,15 @@ run: build
 	echo "The match is over; the daemon keeps serving it (status, then close). Ctrl-C to stop."; \
 	wait $$pid
 
-test: test-deps vet unit fuzz-smoke
+test: test-deps vet unit fuzz-smoke check-monitoring
 
-# The Redis store's tests run a real redis-server on a free port; never skipped.
+# The Redis store's tests run a real redis-server on a free port, and the zsh completion is run by
+# a real zsh; never skipped.
 test-deps:
-	@command -v redis-server >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then echo "make test: installing redis-server with apt-get"; \
-	    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
-	  else echo "make test needs redis-server: sudo apt-get install redis-server"; exit 1; fi; }
+	@for p in redis-server zsh; do command -v $$p >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then echo "make test: installing $$p with apt-get"; \
+	    apt-get update -qq && apt-get install -y -qq $$p >/dev/null; \
+	  else echo "make test needs $$p: sudo apt-get install $$p"; exit 1; fi; }; done
 
 vet:
 	$(GO) vet ./...
@@ -120,6 +121,18 @@ NATS_VERSION := v2.15.3
 nats-server: bin/nats-server
 bin/nats-server:
 	GOBIN=$(CURDIR)/bin $(GO) install github.com/nats-io/nats-server/v2@$(NATS_VERSION)
+
+# The shipped alert rules, checked and unit-tested by promtool. promtool is taken out of Debian's
+# prometheus package (apt-get download: nothing is installed, no service is started).
+check-monitoring: bin/promtool
+	bin/promtool check rules monitoring/matchstream-alerts.yml
+	cd monitoring && ../bin/promtool test rules matchstream-alerts.test.yml
+bin/promtool:
+	@mkdir -p bin
+	@set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; cd "$$d"; \
+	  apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus >/dev/null; }; \
+	  dpkg-deb -x prometheus_*.deb x; cp x/usr/bin/promtool $(CURDIR)/bin/promtool
+	bin/promtool --version | head -1
 
 bench: bench-binary
 	$(GO) test -run '^$$' -bench . -benchmem ./daemon/...

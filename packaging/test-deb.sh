@@ -66,7 +66,9 @@ step "files, owners and modes"
 for f in /usr/bin/matchstream /usr/lib/systemd/system/matchstream.socket /usr/lib/systemd/system/matchstream-api.socket \
 	/usr/lib/systemd/system/matchstream.service /usr/lib/sysctl.d/60-matchstream.conf /usr/lib/sysusers.d/matchstream.conf \
 	/usr/share/man/man1/matchstream.1.gz /usr/share/bash-completion/completions/matchstream \
-	/usr/share/matchstream/examples/elp-tig-2011-09-10.jsonl /usr/share/doc/matchstream/copyright; do
+	/usr/share/zsh/vendor-completions/_matchstream \
+	/usr/share/matchstream/examples/elp-tig-2011-09-10.jsonl /usr/share/doc/matchstream/copyright \
+	/usr/share/matchstream/grafana-dashboard.json /usr/share/matchstream/matchstream-alerts.yml; do
 	[ -e "$root$f" ] || fail "$f missing"
 done
 grep -qx /etc/matchstream/matchstream.toml "$root/var/lib/dpkg/info/matchstream.conffiles" || fail "config is not a conffile"
