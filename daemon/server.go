@@ -151,6 +151,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.lns.Parcel = nil
 		if err != nil {
 			s.log.Error("hand-over: the previous process's clients are lost", "err", err)
+			s.streams.HandoverFailures.Add(1)
 		} else {
 			resumed, closed := s.streams.Adopt(conns, append(slices.Clone(s.lns.Stream), s.lns.Events))
 			s.log.Info("hand-over: clients taken over", "resumed", resumed, "closed_at_once", closed)
@@ -261,6 +262,7 @@ func (s *Server) HandOver() error {
 		return ErrUnderSystemd
 	}
 	if err := s.toSuccessor(); err != nil {
+		s.streams.HandoverFailures.Add(1)
 		return err
 	}
 	s.stop(context.Background(), nil, false)

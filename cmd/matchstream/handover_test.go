@@ -449,6 +449,9 @@ func TestHandoverFailureKeepsServing(t *testing.T) {
 	if got := d.pid(); got != d.cmd.Process.Pid {
 		t.Fatalf("after the failed hand-over /healthz answers pid %d, want %d:\n%s", got, d.cmd.Process.Pid, d.logText())
 	}
+	if n := daemontest.FetchMetrics(t, d.url("/metrics"))["matchstream_handover_failures_total"]; n != 1 {
+		t.Errorf("matchstream_handover_failures_total = %v after one failed hand-over, want 1", n)
+	}
 	for i := range 10 { // new clients are accepted again
 		w.connect(t, d.stream[i%2], true, 50+i)
 	}

@@ -74,11 +74,12 @@ var (
 	wfDesc    = prometheus.NewDesc("matchstream_store_writes_failing", "1 while the store refuses appends (posts get 503), 0 once one succeeds again.", nil, nil)
 	wbDesc    = prometheus.NewDesc("matchstream_store_written_back_total", "Events this node wrote back to a shared store that had lost them (a Redis restarted without its data, a failover).", nil, nil)
 	divDesc   = prometheus.NewDesc("matchstream_store_diverged_total", "Matches whose history in the store differed from this node's: the node took the store's and cut their clients.", nil, nil)
+	hoDesc    = prometheus.NewDesc("matchstream_handover_failures_total", "Hand-overs that failed: to a successor (this process went on serving), or from a predecessor (the clients it handed on were lost).", nil, nil)
 	hsDesc    = prometheus.NewDesc("matchstream_handshake_errors_total", "Connect lines answered with ERROR:, by code.", []string{"code"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{connsDesc, protoDesc, subsDesc, seqDesc, accDesc, delDesc, slowDesc, goneDesc, maxQDesc, hsDesc, pollDesc, wfDesc, wbDesc, divDesc} {
+	for _, d := range []*prometheus.Desc{connsDesc, protoDesc, subsDesc, seqDesc, accDesc, delDesc, slowDesc, goneDesc, maxQDesc, hsDesc, hoDesc, pollDesc, wfDesc, wbDesc, divDesc} {
 		ch <- d
 	}
 }
@@ -113,6 +114,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(accDesc, prometheus.CounterValue, float64(c.reg.EventsAccepted.Load()))
 	ch <- prometheus.MustNewConstMetric(wbDesc, prometheus.CounterValue, float64(c.reg.WrittenBack.Load()))
 	ch <- prometheus.MustNewConstMetric(divDesc, prometheus.CounterValue, float64(c.reg.Diverged.Load()))
+	ch <- prometheus.MustNewConstMetric(hoDesc, prometheus.CounterValue, float64(c.streams.HandoverFailures.Load()))
 	ch <- prometheus.MustNewConstMetric(delDesc, prometheus.CounterValue, float64(st.Deliveries.Load()))
 	ch <- prometheus.MustNewConstMetric(slowDesc, prometheus.CounterValue, float64(st.SlowDropped.Load()))
 	ch <- prometheus.MustNewConstMetric(goneDesc, prometheus.CounterValue, float64(st.WriteErrored.Load()))

@@ -73,6 +73,9 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// HandoverFailures counts hand-overs that failed: to a successor (this process went on
+	// serving), or from a predecessor (the clients it handed on were lost). The daemon counts them.
+	HandoverFailures atomic.Int64
 	// Refused counts handshakes answered with ERROR:, by protocol error code (fixed keys).
 	Refused map[string]*atomic.Int64
 	limit   *limiter // nil: no per-address connection rate limit
