@@ -7,7 +7,10 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/matchstream
 RUNDIR   := run
 SPEED    ?= 4
-FUZZTIME ?= 5s
+# A count of executions, not a duration: with a duration, Go 1.26's fuzz coordinator can race its
+# own deadline on a loaded machine and fail a target with "context deadline exceeded" and no input
+# (go.dev/issue/75804, fixed in Go 1.27; CI met it on FuzzServerTiming). A count has no deadline.
+FUZZTIME ?= 30000x
 # package:target for every fuzz target; `make test` runs each for FUZZTIME, `make fuzz` for longer.
 FUZZ := ./daemon/protocol:FuzzParseConnect ./daemon/protocol:FuzzRenderV1 ./daemon/match:FuzzDecodeEvent ./daemon/match:FuzzApply \
         ./cmd/matchstream/matchfile:FuzzRead ./daemon/api:FuzzPostEvents ./daemon/api:FuzzReadRequests \
@@ -60,18 +63,18 @@ unit:
 	$(GO) test -race -count=1 ./...
 	$(GO) test -race -count=1 -tags baselines ./cmd/matchstream/bench
 
-# A failing input is saved under testdata/fuzz/ and then fails the rerun's seed-corpus pass; a run
-# that failed without one (the fuzz engine's own worker trouble on a loaded machine) passes on rerun.
+# A failing input is saved under testdata/fuzz/, where it stays in the seed corpus of every later
+# run: commit it with the fix. No run is retried (the deadline race that made one fail without an
+# input is gone with a count budget, FUZZTIME above).
 fuzz-smoke:
 	@set -e; for t in $(FUZZ); do \
 	  echo "fuzz $${t#*:} ($(FUZZTIME))"; \
 	  $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) $${t%%:*} >/tmp/matchstream-fuzz.log 2>&1 || { \
-	    echo "fuzz $${t#*:} failed; running it again (the output follows):"; \
-	    $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) $${t%%:*}; }; \
+	    echo "fuzz $${t#*:} failed:"; cat /tmp/matchstream-fuzz.log; exit 1; }; \
 	done
 
 fuzz:
-	$(MAKE) fuzz-smoke FUZZTIME=2m
+	$(MAKE) fuzz-smoke FUZZTIME=2000000x
 
 # A Redis failover under load (a primary, a replica, three sentinels, two daemons, 500 clients, the
 # primary killed with -9 mid-match): nothing acknowledged is lost. About a minute; in CI.
