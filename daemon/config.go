@@ -21,7 +21,10 @@ type Config struct {
 	StateDir         string // holds the bolt store and the generated watcher token
 	Store            string // bolt:///path or redis://host:port/db; empty = bolt under StateDir
 	WatcherTokenFile string // read (or created with a random token) when WatcherToken is empty
-	ShutdownTimeout  time.Duration
+	// WatcherTokenGrace: after a reload replaced the watcher token, the old one is accepted this
+	// much longer, so watchers can be moved to the new one without a refused post.
+	WatcherTokenGrace time.Duration
+	ShutdownTimeout   time.Duration
 	// TargetConnections is what the host is tuned and checked for (install, doctor, STATUS=).
 	TargetConnections int
 	// NodeID names this daemon among the nodes sharing a store; AdvertiseHost is the host other
@@ -78,6 +81,7 @@ func Default() Config {
 		StateDir:          DefaultStateDir,
 		TargetConnections: 1_000_000,
 		ShutdownTimeout:   10 * time.Second,
+		WatcherTokenGrace: DefaultWatcherTokenGrace,
 		SSEHeartbeat:      15 * time.Second,
 		KeepEnded:         10 * time.Minute,
 		MaxClockSkew:      5 * time.Minute,
@@ -126,6 +130,9 @@ func (c *Config) Validate() error {
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if c.TargetConnections < 1 || c.TargetConnections > 100_000_000 {
 		bad("target-connections: %d is outside 1-100000000", c.TargetConnections)
+	}
+	if c.WatcherTokenGrace < 0 || c.WatcherTokenGrace > 7*24*time.Hour {
+		bad("watcher-token-grace: %s is outside 0-168h", c.WatcherTokenGrace)
 	}
 	if c.StateDir == "" {
 		bad("state-dir: must not be empty")

@@ -3,7 +3,8 @@
 # Debian 12 root (debootstrap minbase + systemd, cached). In it: the sockets start at boot, a client
 # connecting starts the service (doctor as ExecStartPre), watches the sample match; the service is
 # restarted twice while clients keep connecting and none is refused, then three times mid-match with
-# 2,000 clients watching, each of whom gets every event once; `systemctl status` shows the
+# 2,000 clients watching, each of whom gets every event once, and reloaded with a new watcher
+# token, the same process keeping every client; `systemctl status` shows the
 # STATUS= line; `journalctl -u matchstream` has structured fields. Bounded; the namespace and its
 # mounts die with it. This machine's settings are untouched: systemd-sysctl is masked (fs.* are
 # global), and the per-namespace socket knobs are set inside the private network namespace only.
@@ -163,7 +164,7 @@ after=$($NS systemctl show -p MainPID --value matchstream.service)
 wait $client || fail "clients during the restarts: $(cat "$work/restart")"
 grep -q "^ok: 2000 users" "$work/restart" || fail "clients during the restarts: $(cat "$work/restart")"
 
-step "restart three times mid-match with 2,000 clients watching: none dropped, every event once"
+step "restart three times, then reload, mid-match with 2,000 clients watching: none dropped, every event once"
 live=elp-tig-2011-09-11
 watching() { [ "$(subscribers $live)" -ge "$1" ]; }
 $NS timeout 60 matchstream watcher --api http://127.0.0.1:8888 --token-file /etc/matchstream/watcher.token --speed 0 -q /root/start2.jsonl >/dev/null
@@ -182,8 +183,16 @@ for part in 1 2 3; do
 	$NS systemctl restart matchstream.service
 	watching 2000 || fail "restart $part: fewer than 2,000 subscribers after it"
 done
-$NS timeout 60 matchstream watcher --api http://127.0.0.1:8888 --token-file /etc/matchstream/watcher.token --speed 0 -q \
-	--match $live /root/part4.jsonl >/dev/null
+# systemctl reload with a new watcher token: the same process goes on, every client stays, and
+# the last part is posted with the new token.
+pid=$($NS systemctl show -p MainPID --value matchstream.service)
+$NS bash -c 'printf "%s\n" reloaded-token-0123456789abcdef0123456789 > /etc/matchstream/watcher.token'
+$NS systemctl reload matchstream.service || fail "systemctl reload failed: $($NS journalctl -u matchstream --no-pager | tail -5)"
+[ "$($NS systemctl show -p MainPID --value matchstream.service)" = "$pid" ] || fail "the reload restarted the service"
+watching 2000 || fail "fewer than 2,000 subscribers after the reload"
+$NS journalctl -u matchstream --no-pager | grep -q "reload: watcher token replaced" || fail "the reload did not replace the token"
+$NS timeout 60 matchstream watcher --api http://127.0.0.1:8888 --token reloaded-token-0123456789abcdef0123456789 --speed 0 -q \
+	--match $live /root/part4.jsonl >/dev/null || fail "the new token was refused after the reload"
 wait $held1 || fail "v1 clients across the restarts: $(cat "$work/held1")"
 wait $held3 || fail "v3 clients across the restarts: $(cat "$work/held3")"
 grep -q "^ok: 1000 users watched $live to the end (protocol 1): 30 events each" "$work/held1" || fail "v1: $(cat "$work/held1")"

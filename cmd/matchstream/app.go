@@ -87,6 +87,14 @@ func withConfigFile(flags []cli.Flag) cli.BeforeFunc {
 	}
 }
 
+func logLevel(c *cli.Context) (slog.Level, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return 0, usageErr(fmt.Errorf("log-level %q: want debug, info, warn or error", c.String("log-level")), "")
+	}
+	return level, nil
+}
+
 func logFlags() []cli.Flag {
 	return []cli.Flag{
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("log-level"),
@@ -96,11 +104,14 @@ func logFlags() []cli.Flag {
 	}
 }
 
-func newLogger(c *cli.Context, w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-		return nil, usageErr(fmt.Errorf("log-level %q: want debug, info, warn or error", c.String("log-level")), "")
+// newLogger builds the logger --log-level and --log-format ask for, at level (which a reload may
+// change later).
+func newLogger(c *cli.Context, w io.Writer, level *slog.LevelVar) (*slog.Logger, error) {
+	l, err := logLevel(c)
+	if err != nil {
+		return nil, err
 	}
+	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
 	if underJournal() && !c.IsSet("log-format") {
 		return slog.New(&journalHandler{level: level}), nil

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"syscall"
 
 	sdaemon "github.com/coreos/go-systemd/v22/daemon"
@@ -63,7 +65,9 @@ func daemonFlags() []cli.Flag {
 			Usage: "bearer token watchers must send to post events (prefer --watcher-token-file)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "watcher-token-file", EnvVars: env("watcher-token-file"),
 			DefaultText: "<state-dir>/watcher.token",
-			Usage:       "file holding the watcher token; created with a random token if absent"}),
+			Usage:       "file holding the watcher token; created with a random token if absent. A reload (SIGHUP) reads it again"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "watcher-token-grace", Value: d.WatcherTokenGrace, EnvVars: env("watcher-token-grace"),
+			Usage: "after a reload replaced the watcher token, the old one is still accepted this long"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "handshake-timeout", Value: d.Stream.HandshakeTimeout, EnvVars: env("handshake-timeout"),
 			Usage: "a client that sends no connect line within this gets ERROR: timeout"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-line", Value: d.Stream.MaxLine, EnvVars: env("max-line"),
@@ -127,12 +131,21 @@ func serveCommand() *cli.Command {
 					cfg.Listen.Backlog, cfg.StoreShown(), cfg.TokenFile())
 				return nil
 			}
-			log, err := newLogger(c, c.App.ErrWriter)
+			level := new(slog.LevelVar)
+			log, err := newLogger(c, c.App.ErrWriter, level)
 			if err != nil {
 				return err
 			}
 			cfg.Systemd, cfg.Listen.Inherited, cfg.Listen.Activated = systemdFromEnv()
-			if err := serve(cfg, log); err != nil {
+			args := slices.Clone(os.Args)
+			reload := func() (daemon.Config, error) {
+				next, l, err := reparse(args)
+				if err == nil {
+					level.Set(l) // before the reload logs what it did
+				}
+				return next, err
+			}
+			if err := serve(cfg, log, reload); err != nil {
 				return failure(err, "")
 			}
 			return nil
@@ -152,12 +165,32 @@ func systemdFromEnv() (daemon.Systemd, []*os.File, bool) {
 	return sd, files, activated
 }
 
+// reparse builds the configuration again from args (this process's command line), the
+// environment and the config file, as at start: what a reload applies. It also returns the log
+// level they ask for.
+func reparse(args []string) (cfg daemon.Config, level slog.Level, err error) {
+	cmd := serveCommand()
+	cmd.Action = func(c *cli.Context) error {
+		if cfg, err = configFrom(c); err != nil {
+			return err
+		}
+		level, err = logLevel(c)
+		return err
+	}
+	app := &cli.App{Name: "matchstream", Commands: []*cli.Command{cmd}, Writer: io.Discard, ErrWriter: io.Discard,
+		ExitErrHandler: func(*cli.Context, error) {}}
+	if rerr := app.Run(args); err == nil {
+		err = rerr
+	}
+	return cfg, level, err
+}
+
 // serve runs the daemon until a signal stops it. The signals are mapped here and nowhere else:
 // SIGINT and SIGTERM shut it down (with --keep-clients under systemd, into the fd store), SIGUSR2
-// hands the clients to a successor process.
-func serve(cfg daemon.Config, log *slog.Logger) error {
+// hands the clients to a successor process, SIGHUP reloads the configuration (reload builds it).
+func serve(cfg daemon.Config, log *slog.Logger, reload func() (daemon.Config, error)) error {
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGUSR2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGUSR2, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(cfg.GCPercent) // process-wide, so here and not in the daemon package
@@ -179,6 +212,10 @@ func serve(cfg daemon.Config, log *slog.Logger) error {
 		case err := <-stopped:
 			return err
 		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				srv.Reload(reload) // refused or not, it has logged why; the service goes on
+				continue
+			}
 			if sig != syscall.SIGUSR2 {
 				return srv.Shutdown(context.Background())
 			}
@@ -206,6 +243,7 @@ func configFrom(c *cli.Context) (daemon.Config, error) {
 	cfg.Store = c.String("store")
 	cfg.StoreMinReplicas = c.Int("store-min-replicas")
 	cfg.WatcherTokenFile = c.String("watcher-token-file")
+	cfg.WatcherTokenGrace = c.Duration("watcher-token-grace")
 	cfg.API.WatcherToken = c.String("watcher-token")
 	cfg.API.MaxBodySize = c.Int("max-body")
 	cfg.Listen.API = c.String("api")

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -74,12 +75,43 @@ type Handler struct {
 
 	life context.Context // ends on Stop: long-polls return
 	stop context.CancelFunc
+	// tokens are the watcher tokens a post may carry (SetWatcherToken); cfg.WatcherToken is the first.
+	tokens atomic.Pointer[tokens]
+}
+
+// tokens is the current watcher token and, after a reload replaced it, the one before until
+// its grace ends: a watcher mid-match keeps posting while its operator rolls the new one out.
+type tokens struct {
+	current, previous string
+	until             time.Time
+}
+
+// SetWatcherToken makes tok the watcher token (a reload); the one it replaces is accepted for
+// grace more. "" disables posting.
+func (h *Handler) SetWatcherToken(tok string, grace time.Duration) {
+	old := h.tokens.Load()
+	if old.current == tok {
+		return
+	}
+	h.tokens.Store(&tokens{current: tok, previous: old.current, until: time.Now().Add(grace)})
+}
+
+// WatcherTokens are the tokens a post may carry now: the current one, and the previous one while
+// its grace lasts ("" otherwise).
+func (h *Handler) WatcherTokens() (current, previous string) {
+	t := h.tokens.Load()
+	if time.Now().Before(t.until) {
+		return t.current, t.previous
+	}
+	return t.current, ""
 }
 
 // New returns the API handler. ready reports whether the daemon is serving (for /healthz).
 func New(cfg Config, reg *live.Registry, lns *listen.Set, log *slog.Logger, ready func() bool) *Handler {
 	life, stop := context.WithCancel(context.Background())
-	return &Handler{cfg: cfg, reg: reg, lns: lns, log: log, ready: ready, life: life, stop: stop}
+	h := &Handler{cfg: cfg, reg: reg, lns: lns, log: log, ready: ready, life: life, stop: stop}
+	h.tokens.Store(&tokens{current: cfg.WatcherToken})
+	return h
 }
 
 // Stop makes waiting long-polls return now (before the server shuts down).
@@ -95,7 +127,7 @@ func (h *Handler) Server() *fasthttp.Server {
 		ReadTimeout:        30 * time.Second,
 		WriteTimeout:       30 * time.Second,
 		IdleTimeout:        60 * time.Second,
-		Logger:             fasthttpLogger{h.log, h.cfg.WatcherToken},
+		Logger:             fasthttpLogger{h.log, h.WatcherTokens},
 		ErrorHandler:       requestError,
 	}
 }
@@ -120,15 +152,16 @@ func requestError(ctx *fasthttp.RequestCtx, err error) {
 // not read quote the raw request, headers and all, so the watcher's bearer token would reach the
 // journal: what they say is cut before the quoted request and scrubbed of credentials.
 type fasthttpLogger struct {
-	log   *slog.Logger
-	token string
+	log    *slog.Logger
+	tokens func() (current, previous string)
 }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
 	if !l.log.Enabled(context.Background(), slog.LevelDebug) {
 		return // no formatting and no regexps for a line nobody keeps (a flood of bad requests)
 	}
-	l.log.Debug("http", "msg", redact(fmt.Sprintf(format, args...), l.token))
+	current, previous := l.tokens()
+	l.log.Debug("http", "msg", redact(fmt.Sprintf(format, args...), current, previous))
 }
 
 var (
@@ -140,9 +173,11 @@ var (
 
 // redact removes credentials from a message: the token itself wherever it is, any
 // Authorization/Bearer/Basic value, and every quoted copy of the raw request.
-func redact(msg, token string) string {
-	if token != "" {
-		msg = strings.ReplaceAll(msg, token, "[redacted]")
+func redact(msg string, tokens ...string) string {
+	for _, t := range tokens {
+		if t != "" {
+			msg = strings.ReplaceAll(msg, t, "[redacted]")
+		}
 	}
 	msg = quoted.ReplaceAllString(msg, "${1}[request not logged]")
 	return credential.ReplaceAllString(msg, "${1}[redacted]")
@@ -407,8 +442,10 @@ func (h *Handler) events(ctx *fasthttp.RequestCtx, id string) {
 
 func (h *Handler) authorized(ctx *fasthttp.RequestCtx) bool {
 	tok, ok := bytes.CutPrefix(ctx.Request.Header.Peek("Authorization"), []byte("Bearer "))
-	return ok && h.cfg.WatcherToken != "" &&
-		subtle.ConstantTimeCompare(bytes.TrimSpace(tok), []byte(h.cfg.WatcherToken)) == 1
+	tok = bytes.TrimSpace(tok)
+	current, previous := h.WatcherTokens()
+	match := func(want string) bool { return want != "" && subtle.ConstantTimeCompare(tok, []byte(want)) == 1 }
+	return ok && (match(current) || match(previous))
 }
 
 // serverTiming tells the watcher how long the daemon took over its post, from the request read to
@@ -452,7 +489,7 @@ func (h *Handler) post(ctx *fasthttp.RequestCtx, id string) {
 	if !h.authorized(ctx) {
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="matchstream watcher"`)
 		msg := "missing or wrong watcher token (Authorization: Bearer <token>)"
-		if h.cfg.WatcherToken == "" {
+		if current, _ := h.WatcherTokens(); current == "" {
 			msg = "posting is disabled: the daemon has no watcher token configured"
 		}
 		writeError(ctx, fasthttp.StatusUnauthorized, msg)

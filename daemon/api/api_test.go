@@ -602,3 +602,42 @@ func TestAdminListener(t *testing.T) {
 		})
 	}
 }
+
+// A reload's new watcher token works at once; the one it replaced works for its grace, then not.
+func TestWatcherTokenRotation(t *testing.T) {
+	f := newFixture(t)
+	lines := sampleLines(t)
+	post := func(tok string) int {
+		code, _, _ := f.do("POST", "/matches/"+id+"/events", "Bearer "+tok, lines[0])
+		return code
+	}
+	if c := post(token); c != 201 {
+		t.Fatalf("first token: %d", c)
+	}
+	f.h.SetWatcherToken("second-token", time.Hour)
+	comment := func(tok string) int {
+		code, _, _ := f.do("POST", "/matches/"+id+"/events", "Bearer "+tok, `{"kind":"comment","comment":"x"}`)
+		return code
+	}
+	for _, tc := range []struct {
+		tok  string
+		want int
+	}{{"second-token", 201}, {token, 201}, {"third-token", 401}, {"", 401}} {
+		if c := comment(tc.tok); c != tc.want {
+			t.Errorf("within the grace, token %q: %d, want %d", tc.tok, c, tc.want)
+		}
+	}
+	f.h.SetWatcherToken("third-token", 0) // no grace: "second-token" ends now, the first ended before
+	for _, tc := range []struct {
+		tok  string
+		want int
+	}{{"third-token", 201}, {"second-token", 401}, {token, 401}} {
+		if c := comment(tc.tok); c != tc.want {
+			t.Errorf("after a reload without grace, token %q: %d, want %d", tc.tok, c, tc.want)
+		}
+	}
+	f.h.SetWatcherToken("", 0)
+	if code, body, _ := f.do("POST", "/matches/"+id+"/events", "Bearer third-token", `{"kind":"comment","comment":"x"}`); code != 401 || !strings.Contains(string(body), "posting is disabled") {
+		t.Errorf("with no token: %d %s", code, body)
+	}
+}

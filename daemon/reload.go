@@ -1,0 +1,81 @@
+package daemon
+
+import (
+	"fmt"
+	"reflect"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Reload applies a new configuration without dropping a client (SIGHUP, `systemctl reload`). The
+// watcher token is read again, from the configuration or its file, and the token it replaces is
+// accepted for WatcherTokenGrace more. The settings that need new listeners, a new store or new
+// hubs keep their running values until the next restart, and the log says which. A configuration
+// that does not load or validate is refused whole, with the reason, and the running one stays.
+// systemd is told RELOADING=1, then READY=1 whatever the outcome: the service still serves.
+func (s *Server) Reload(load func() (Config, error)) error {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	s.notifier().Notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
+	defer func() { s.notifier().Notify("READY=1\n" + status(s.lns, s.reg, s.cfg)) }()
+	next, err := load()
+	if err == nil {
+		err = next.Validate()
+	}
+	tok := next.API.WatcherToken
+	if err == nil && tok == "" {
+		tok, err = WatcherToken(next.TokenFile(), s.log)
+	}
+	if err != nil {
+		s.log.Error("reload refused: the running configuration stays", "err", err)
+		return fmt.Errorf("reload refused: %w", err)
+	}
+	if later := s.cfg.needRestart(next); len(later) > 0 {
+		s.log.Warn("reload: these settings take effect at the next restart", "settings", later)
+	}
+	if current, _ := s.handler.WatcherTokens(); tok != current {
+		s.handler.SetWatcherToken(tok, next.WatcherTokenGrace)
+		s.log.Info("reload: watcher token replaced", "old_token_accepted_for", next.WatcherTokenGrace)
+	}
+	s.log.Info("configuration reloaded")
+	return nil
+}
+
+// needRestart names the settings of next that differ from c and that a reload does not apply
+// (all but the watcher token, its grace and the log level, which the CLI applies).
+func (c Config) needRestart(next Config) []string {
+	var out []string
+	for _, f := range []struct {
+		name      string
+		was, will any
+	}{
+		{"api", c.Listen.API, next.Listen.API},
+		{"admin", c.Listen.Admin, next.Listen.Admin},
+		{"stream", c.Listen.Stream, next.Listen.Stream},
+		{"backlog", c.Listen.Backlog, next.Listen.Backlog},
+		{"store", c.StoreURL(), next.StoreURL()},
+		{"state-dir", c.StateDir, next.StateDir},
+		{"node-id", c.NodeID, next.NodeID},
+		{"advertise-host", c.AdvertiseHost, next.AdvertiseHost},
+		{"store-min-replicas", c.StoreMinReplicas, next.StoreMinReplicas},
+		{"target-connections", c.TargetConnections, next.TargetConnections},
+		{"keep-clients", c.KeepClients, next.KeepClients},
+		{"gc-percent", c.GCPercent, next.GCPercent},
+		{"shutdown-timeout", c.ShutdownTimeout, next.ShutdownTimeout},
+		{"sse-heartbeat", c.SSEHeartbeat, next.SSEHeartbeat},
+		{"keep-ended", c.KeepEnded, next.KeepEnded},
+		{"max-clock-skew", c.MaxClockSkew, next.MaxClockSkew},
+		{"max-body", c.API.MaxBodySize, next.API.MaxBodySize},
+		{"stream limits (handshake-timeout, max-line, keepalive, conn-rate, send-buffer, welcome)", c.Stream, next.Stream},
+		{"client limits (client-queue, write-timeout)", c.Hub, next.Hub},
+	} {
+		if !reflect.DeepEqual(f.was, f.will) {
+			out = append(out, f.name)
+		}
+	}
+	return out
+}
+
+// DefaultWatcherTokenGrace is how long a reload keeps accepting the watcher token it replaced.
+const DefaultWatcherTokenGrace = 10 * time.Minute
