@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"os"
 	"reflect"
 	"time"
 
@@ -25,7 +26,13 @@ func (s *Server) Reload(load func() (Config, error)) error {
 	}
 	tok := next.API.WatcherToken
 	if err == nil && tok == "" {
-		tok, err = WatcherToken(next.TokenFile(), s.log)
+		// At start a missing file is made with a new token; here that would lock every watcher out
+		// once the grace ends, so a file that went away refuses the reload instead.
+		if _, serr := os.Stat(next.TokenFile()); serr != nil {
+			err = fmt.Errorf("watcher token file: %w (the running token stays; write one to change it)", serr)
+		} else {
+			tok, err = WatcherToken(next.TokenFile(), s.log)
+		}
 	}
 	if err != nil {
 		s.log.Error("reload refused: the running configuration stays", "err", err)

@@ -46,6 +46,12 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	reloaded("reload refused: the running configuration stays", 1)
+	// A token file that went away: refused too, rather than a new random token nobody has.
+	os.Remove(tokenFile)
+	reloaded("reload refused: the running configuration stays", 2)
+	if _, err := os.Stat(tokenFile); err == nil {
+		t.Fatal("a reload made a new token file")
+	}
 	post(next, "c.jsonl", lines[20:])
 
 	if got := d.pid(); got != pid {

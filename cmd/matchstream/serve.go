@@ -138,14 +138,13 @@ func serveCommand() *cli.Command {
 			}
 			cfg.Systemd, cfg.Listen.Inherited, cfg.Listen.Activated = systemdFromEnv()
 			args := slices.Clone(os.Args)
+			var nextLevel slog.Level
 			reload := func() (daemon.Config, error) {
 				next, l, err := reparse(args)
-				if err == nil {
-					level.Set(l) // before the reload logs what it did
-				}
+				nextLevel = l
 				return next, err
 			}
-			if err := serve(cfg, log, reload); err != nil {
+			if err := serve(cfg, log, reload, func() { level.Set(nextLevel) }); err != nil {
 				return failure(err, "")
 			}
 			return nil
@@ -187,8 +186,9 @@ func reparse(args []string) (cfg daemon.Config, level slog.Level, err error) {
 
 // serve runs the daemon until a signal stops it. The signals are mapped here and nowhere else:
 // SIGINT and SIGTERM shut it down (with --keep-clients under systemd, into the fd store), SIGUSR2
-// hands the clients to a successor process, SIGHUP reloads the configuration (reload builds it).
-func serve(cfg daemon.Config, log *slog.Logger, reload func() (daemon.Config, error)) error {
+// hands the clients to a successor process, SIGHUP reloads the configuration (reload builds it;
+// reloaded applies what is the CLI's, the log level, once the daemon has taken it).
+func serve(cfg daemon.Config, log *slog.Logger, reload func() (daemon.Config, error), reloaded func()) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGUSR2, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -213,7 +213,9 @@ func serve(cfg daemon.Config, log *slog.Logger, reload func() (daemon.Config, er
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				srv.Reload(reload) // refused or not, it has logged why; the service goes on
+				if srv.Reload(reload) == nil { // refused, it has logged why; the service goes on
+					reloaded()
+				}
 				continue
 			}
 			if sig != syscall.SIGUSR2 {
