@@ -14,6 +14,7 @@ import (
 // accepted for WatcherTokenGrace more. The settings that need new listeners, a new store or new
 // hubs keep their running values until the next restart, and the log says which. A configuration
 // that does not load or validate is refused whole, with the reason, and the running one stays.
+// The client limits (client-queue, write-timeout) apply to the running hubs too.
 // systemd is told RELOADING=1, then READY=1 whatever the outcome: the service still serves.
 func (s *Server) Reload(load func() (Config, error)) error {
 	var ts unix.Timespec
@@ -41,6 +42,11 @@ func (s *Server) Reload(load func() (Config, error)) error {
 	if later := s.cfg.needRestart(next); len(later) > 0 {
 		s.log.Warn("reload: these settings take effect at the next restart", "settings", later)
 	}
+	if next.Hub != s.hub {
+		s.reg.SetHubLimits(next.Hub)
+		s.log.Info("reload: client limits changed", "client_queue", next.Hub.QueueLimit, "write_timeout", next.Hub.WriteTimeout)
+		s.hub = next.Hub
+	}
 	if current, _ := s.handler.WatcherTokens(); tok != current {
 		s.handler.SetWatcherToken(tok, next.WatcherTokenGrace)
 		s.log.Info("reload: watcher token replaced", "old_token_accepted_for", next.WatcherTokenGrace)
@@ -50,7 +56,8 @@ func (s *Server) Reload(load func() (Config, error)) error {
 }
 
 // needRestart names the settings of next that differ from c and that a reload does not apply
-// (all but the watcher token, its grace and the log level, which the CLI applies).
+// (all but the watcher token, its grace, the client limits and the log level, which the CLI
+// applies).
 func (c Config) needRestart(next Config) []string {
 	var out []string
 	for _, f := range []struct {
@@ -75,7 +82,6 @@ func (c Config) needRestart(next Config) []string {
 		{"max-clock-skew", c.MaxClockSkew, next.MaxClockSkew},
 		{"max-body", c.API.MaxBodySize, next.API.MaxBodySize},
 		{"stream limits (handshake-timeout, max-line, keepalive, conn-rate, send-buffer, welcome)", c.Stream, next.Stream},
-		{"client limits (client-queue, write-timeout)", c.Hub, next.Hub},
 	} {
 		if !reflect.DeepEqual(f.was, f.will) {
 			out = append(out, f.name)

@@ -42,12 +42,13 @@ func TestNeedRestart(t *testing.T) {
 	cfg := Default()
 	next := cfg
 	next.API.WatcherToken, next.WatcherTokenGrace = "other", time.Hour // reloaded: not listed
+	next.Hub.QueueLimit, next.Hub.WriteTimeout = 9, time.Minute
 	if got := cfg.needRestart(next); len(got) != 0 {
-		t.Fatalf("token and grace listed as needing a restart: %v", got)
+		t.Fatalf("token, grace and client limits listed as needing a restart: %v", got)
 	}
-	next.Listen.API, next.Hub.QueueLimit, next.Store = "127.0.0.1:1", 9, "redis://127.0.0.1:6379/0"
+	next.Listen.API, next.Store, next.Stream.MaxLine = "127.0.0.1:1", "redis://127.0.0.1:6379/0", 99
 	got := cfg.needRestart(next)
-	for _, want := range []string{"api", "store", "client limits (client-queue, write-timeout)"} {
+	for _, want := range []string{"api", "store", "stream limits (handshake-timeout, max-line, keepalive, conn-rate, send-buffer, welcome)"} {
 		if !slices.Contains(got, want) {
 			t.Errorf("needRestart = %v, want %q in it", got, want)
 		}

@@ -19,6 +19,7 @@ import (
 
 	"matchstream/daemon/api"
 	"matchstream/daemon/handover"
+	"matchstream/daemon/hub"
 	"matchstream/daemon/listen"
 	"matchstream/daemon/live"
 	"matchstream/daemon/metrics"
@@ -45,6 +46,7 @@ type Server struct {
 	handler *api.Handler
 	http    *fasthttp.Server
 	admin   *fasthttp.Server // nil: no admin listener
+	hub     hub.Config       // the client limits in force: the configuration's, or a reload's
 	cluster atomic.Pointer[[]store.NodeLoad]
 
 	// notify is the service manager's socket; a successor's points at its predecessor until READY.
@@ -70,7 +72,7 @@ type Server struct {
 // New opens the listeners, the watcher token, the store and the live matches; it serves nothing
 // yet. On error everything it opened is closed.
 func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
-	s := &Server{cfg: cfg, log: log, notify: handover.Notifier{Socket: cfg.Systemd.NotifySocket},
+	s := &Server{cfg: cfg, hub: cfg.Hub, log: log, notify: handover.Notifier{Socket: cfg.Systemd.NotifySocket},
 		readyC: make(chan struct{}), stopped: make(chan struct{}), errc: make(chan error, 1)}
 	defer func() {
 		if err != nil {

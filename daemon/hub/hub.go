@@ -22,6 +22,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -58,10 +59,10 @@ type Config struct {
 // Hub fans out one match.
 type Hub struct {
 	// Name is what the hub fans out (the match id), for whoever holds one of its subscribers.
-	Name  string
-	cfg   Config
-	log   *slog.Logger
-	stats *Stats
+	Name   string
+	limits *Limits
+	log    *slog.Logger
+	stats  *Stats
 
 	mu     sync.Mutex
 	subs   []*Subscriber // each knows its index, so leaving is a swap-remove
@@ -76,14 +77,42 @@ type Hub struct {
 
 // New returns the hub of one match. stats may be shared between hubs; log carries the match id.
 func New(cfg Config, log *slog.Logger, stats *Stats) *Hub {
-	if cfg.QueueLimit <= 0 {
-		cfg.QueueLimit = 64
-	}
+	return NewShared(NewLimits(cfg), log, stats)
+}
+
+// NewShared is New with limits that other hubs share, and that a reload may change.
+func NewShared(limits *Limits, log *slog.Logger, stats *Stats) *Hub {
 	if stats == nil {
 		stats = new(Stats)
 	}
-	return &Hub{cfg: cfg, log: log, stats: stats}
+	return &Hub{limits: limits, log: log, stats: stats}
 }
+
+// Limits are the slow-consumer limits of Config, read by every delivery, so that a reload can
+// change them for the hubs that are running.
+type Limits struct {
+	queue atomic.Int64
+	write atomic.Int64 // nanoseconds
+}
+
+// NewLimits returns cfg's limits (QueueLimit 0 or less: 64).
+func NewLimits(cfg Config) *Limits {
+	l := new(Limits)
+	l.Set(cfg)
+	return l
+}
+
+// Set changes the limits; deliveries after it use the new ones.
+func (l *Limits) Set(cfg Config) {
+	if cfg.QueueLimit <= 0 {
+		cfg.QueueLimit = 64
+	}
+	l.queue.Store(int64(cfg.QueueLimit))
+	l.write.Store(int64(cfg.WriteTimeout))
+}
+
+func (l *Limits) queueLimit() int             { return int(l.queue.Load()) }
+func (l *Limits) writeTimeout() time.Duration { return time.Duration(l.write.Load()) }
 
 // Subscriber is one client of a match.
 type Subscriber struct {
@@ -409,11 +438,11 @@ func (s *Subscriber) deliver(frames [][]byte, last, limited bool, posted time.Ti
 	if limited {
 		st.observeDepth(t, queued)
 	}
-	if limited && queued >= s.hub.cfg.QueueLimit {
+	if limit := s.hub.limits.queueLimit(); limited && queued >= limit {
 		s.done = true
 		s.mu.Unlock()
 		s.hub.stats.SlowDropped.Add(1)
-		s.hub.log.Info("client cut", "reason", "slow_consumer", "queued", queued, "limit", s.hub.cfg.QueueLimit)
+		s.hub.log.Info("client cut", "reason", "slow_consumer", "queued", queued, "limit", limit)
 		s.close()
 		return false
 	}
@@ -506,8 +535,8 @@ func (s *Subscriber) flush() {
 		}
 		s.mu.Unlock()
 
-		if d, ok := s.conn.(deadliner); ok && s.hub.cfg.WriteTimeout > 0 {
-			d.SetWriteDeadline(time.Now().Add(s.hub.cfg.WriteTimeout))
+		if d, ok := s.conn.(deadliner); ok && s.hub.limits.writeTimeout() > 0 {
+			d.SetWriteDeadline(time.Now().Add(s.hub.limits.writeTimeout()))
 		}
 		n := len(batch)
 		var err error
@@ -537,7 +566,7 @@ func (s *Subscriber) fail(err error) {
 	case already: // closed by someone else: the failed write is a consequence, not news
 	case isTimeout(err):
 		s.hub.stats.SlowDropped.Add(1)
-		s.hub.log.Info("client cut", "reason", "write_timeout", "timeout", s.hub.cfg.WriteTimeout)
+		s.hub.log.Info("client cut", "reason", "write_timeout", "timeout", s.hub.limits.writeTimeout())
 	default: // the client went away: routine, so only at debug level
 		s.hub.stats.WriteErrored.Add(1)
 		s.hub.log.Debug("client gone", "reason", "write_error", "err", err)

@@ -485,3 +485,26 @@ func TestJoinsBetweenPendingBroadcasts(t *testing.T) {
 	}
 	t.Logf("%d subscribers joined during %d broadcasts", len(subs), n)
 }
+
+// Shared limits changed while a hub runs (a reload) apply to its next deliveries.
+func TestLimitsChangeRunningHubs(t *testing.T) {
+	var stats hub.Stats
+	limits := hub.NewLimits(hub.Config{QueueLimit: 1000})
+	h := hub.NewShared(limits, quiet(), &stats)
+	stalled := newConn()
+	stalled.gate = make(chan struct{}) // never reads
+	h.Subscribe(stalled, 1, nil, false)
+	for i := range 10 {
+		h.Broadcast(time.Now(), 1, frames("x", fmt.Sprintf("%02d", i)), false)
+	}
+	h.Drain()
+	if got := stats.SlowDropped.Load(); got != 0 {
+		t.Fatalf("cut at a backlog of 10 with a limit of 1000")
+	}
+	limits.Set(hub.Config{QueueLimit: 4})
+	h.Broadcast(time.Now(), 1, frames("x", "late"), false)
+	h.Drain()
+	if got := stats.SlowDropped.Load(); got != 1 {
+		t.Fatalf("%d cut after the limit went down to 4, want the stalled client", got)
+	}
+}

@@ -43,7 +43,7 @@ type Config struct {
 // Registry is every match the daemon knows.
 type Registry struct {
 	store store.Store
-	hubc  hub.Config
+	hubc  *hub.Limits // shared by every hub; SetHubLimits changes them
 	ahead time.Duration
 	log   *slog.Logger
 	Stats hub.Stats
@@ -96,7 +96,7 @@ type Match struct {
 // Open loads every match from the store and folds its events, so live matches continue after a
 // restart exactly where they were.
 func Open(ctx context.Context, st store.Store, cfg Config, log *slog.Logger) (*Registry, error) {
-	r := &Registry{store: st, hubc: cfg.Hub, ahead: cfg.MaxAhead, log: log, matches: make(map[string]*Match),
+	r := &Registry{store: st, hubc: hub.NewLimits(cfg.Hub), ahead: cfg.MaxAhead, log: log, matches: make(map[string]*Match),
 		discovered: make(chan string, 64)}
 	_, r.shared = st.(store.Follower)
 	ids, err := st.Matches(ctx)
@@ -120,7 +120,7 @@ func Open(ctx context.Context, st store.Store, cfg Config, log *slog.Logger) (*R
 }
 
 func (r *Registry) newMatch(id string) *Match {
-	m := &Match{id: id, hub: hub.New(r.hubc, r.log.With("match", id), &r.Stats)}
+	m := &Match{id: id, hub: hub.NewShared(r.hubc, r.log.With("match", id), &r.Stats)}
 	m.hub.Name = id
 	m.state.ID = id
 	m.state.Period = match.NotStarted
@@ -308,3 +308,7 @@ func (r *Registry) Close() {
 		m.hub.Close()
 	}
 }
+
+// SetHubLimits changes the slow-consumer limits (client-queue, write-timeout) of every hub, those
+// running included: a reload.
+func (r *Registry) SetHubLimits(cfg hub.Config) { r.hubc.Set(cfg) }
