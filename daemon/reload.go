@@ -11,10 +11,11 @@ import (
 
 // Reload applies a new configuration without dropping a client (SIGHUP, `systemctl reload`). The
 // watcher token is read again, from the configuration or its file, and the token it replaces is
-// accepted for WatcherTokenGrace more. The settings that need new listeners, a new store or new
-// hubs keep their running values until the next restart, and the log says which. A configuration
-// that does not load or validate is refused whole, with the reason, and the running one stays.
-// The client limits (client-queue, write-timeout) apply to the running hubs too.
+// accepted for WatcherTokenGrace more. The client limits (client-queue, write-timeout) apply to
+// the running hubs too. The settings that need new listeners or a new store, and the limits the
+// pollers and the HTTP server read, keep their running values until the next restart, and the log
+// says which. A configuration that does not load or validate is refused whole, with the reason,
+// and the running one stays.
 // systemd is told RELOADING=1, then READY=1 whatever the outcome: the service still serves.
 func (s *Server) Reload(load func() (Config, error)) error {
 	var ts unix.Timespec
