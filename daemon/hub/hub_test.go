@@ -502,9 +502,15 @@ func TestLimitsChangeRunningHubs(t *testing.T) {
 		t.Fatalf("cut at a backlog of 10 with a limit of 1000")
 	}
 	limits.Set(hub.Config{QueueLimit: 4})
-	h.Broadcast(time.Now(), 1, frames("x", "late"), false)
-	h.Drain()
-	if got := stats.SlowDropped.Load(); got != 1 {
-		t.Fatalf("%d cut after the limit went down to 4, want the stalled client", got)
+	// The stalled client's flush holds the frames it took when it started, blocked in its write;
+	// each broadcast after that adds one to its queue, so a few more reach the new limit (and
+	// 20 stay far below the old one).
+	for i := range 20 {
+		h.Broadcast(time.Now(), 1, frames("x", fmt.Sprintf("late%02d", i)), false)
+		h.Drain()
+		if stats.SlowDropped.Load() == 1 {
+			return
+		}
 	}
+	t.Fatalf("%d cut after the limit went down to 4 and 20 more broadcasts, want the stalled client", stats.SlowDropped.Load())
 }
