@@ -128,8 +128,8 @@ bin/nats-server:
 # The shipped alert rules, checked and unit-tested by promtool. promtool is taken out of Debian's
 # prometheus package (apt-get download: nothing is installed, no service is started).
 check-monitoring: bin/promtool
-	bin/promtool check rules monitoring/matchstream-alerts.yml
-	cd monitoring && ../bin/promtool test rules matchstream-alerts.test.yml
+	bin/promtool check rules packaging/monitoring/matchstream-alerts.yml
+	cd packaging/monitoring && ../../bin/promtool test rules matchstream-alerts.test.yml
 bin/promtool:
 	@mkdir -p bin
 	@set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; cd "$$d"; \

@@ -12,8 +12,9 @@ import (
 	"testing"
 )
 
-// The shipped dashboard and alert rules (monitoring/) name only metrics a daemon exports: each
-// metric in their expressions is in a real daemon's /metrics, read from its admin listener.
+// The shipped dashboard and alert rules (packaging/monitoring/) name only metrics a daemon
+// exports: each metric in their expressions is in a real daemon's /metrics, read from its admin
+// listener.
 func TestMonitoringNamesExportedMetrics(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Listen.Admin = "127.0.0.1:0"
@@ -33,7 +34,7 @@ func TestMonitoringNamesExportedMetrics(t *testing.T) {
 	}
 
 	var exprs []string
-	b, err := os.ReadFile("../monitoring/grafana-dashboard.json")
+	b, err := os.ReadFile("../packaging/monitoring/grafana-dashboard.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func TestMonitoringNamesExportedMetrics(t *testing.T) {
 			exprs = append(exprs, q.Expr)
 		}
 	}
-	rules, err := os.ReadFile("../monitoring/matchstream-alerts.yml")
+	rules, err := os.ReadFile("../packaging/monitoring/matchstream-alerts.yml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +65,7 @@ func TestMonitoringNamesExportedMetrics(t *testing.T) {
 		exprs = append(exprs, m[1])
 	}
 	if len(exprs) < 10 {
-		t.Fatalf("found %d expressions in monitoring/: the files were not read as meant", len(exprs))
+		t.Fatalf("found %d expressions in packaging/monitoring/: the files were not read as meant", len(exprs))
 	}
 	name := regexp.MustCompile(`\b(matchstream_[a-z_]+|process_[a-z_]+|go_[a-z_]+|up)\b`)
 	for _, e := range exprs {
