@@ -38,8 +38,8 @@ type acceptor struct {
 	stopped       atomic.Bool   // StopAccepting: no poller accepts from it any more
 	done          chan struct{} // closed by StopAccepting: Serve returns
 
-	mu    sync.Mutex // the back-off below, against stopping
-	delay time.Duration
+	mu    sync.Mutex   // a back-off's end watching the listener again, against stopping
+	delay atomic.Int64 // the last back-off (nanoseconds); 0 once the queue was found empty
 }
 
 // Serve accepts on p until StopAccepting or Shutdown. The pollers accept with accept4(2) on a
@@ -169,9 +169,7 @@ func (p *poller) accept(a *acceptor) {
 			if a.listenerTuned {
 				a.inherited.Store(true)
 			}
-			a.mu.Lock()
-			a.delay = 0
-			a.mu.Unlock()
+			a.delay.Store(0) // every accept batch ends here: no lock for it
 			return
 		default:
 			p.backOff(a, err)
@@ -189,10 +187,11 @@ func (p *poller) backOff(a *acceptor, err error) {
 	if a.stopped.Load() {
 		return
 	}
-	a.delay = min(max(2*a.delay, 5*time.Millisecond), time.Second)
-	a.s.log.Warn("accept", "port", a.port.Number(), "err", err, "retry_in", a.delay)
+	delay := min(max(2*time.Duration(a.delay.Load()), 5*time.Millisecond), time.Second)
+	a.delay.Store(int64(delay))
+	a.s.log.Warn("accept", "port", a.port.Number(), "err", err, "retry_in", delay)
 	p.watchListener(a, false)
-	time.AfterFunc(a.delay, func() {
+	time.AfterFunc(delay, func() {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		if !a.stopped.Load() {
@@ -214,7 +213,6 @@ func (p *poller) accepted(fd int, port *listen.Port) {
 	if s.cfg.Welcome {
 		rawWrite(fd, []byte(protocol.Welcome)) // a fresh socket has room for it
 	}
-	now := time.Now()
 	c := &conn{fd: fd, srv: s, port: port, poller: p, handshaking: true, buf: make([]byte, 0, 128)}
 	port.Conns.Add(1)
 	n, rerr := rawRead(fd, c.buf[:cap(c.buf)])
@@ -238,9 +236,9 @@ func (p *poller) accepted(fd int, port *listen.Port) {
 	c.mu.RLock()
 	waiting := c.handshaking && !c.closed
 	c.mu.RUnlock()
-	if waiting {
+	if waiting { // most connect lines are answered above: only the rest need a clock and the list
 		s.hsMu.Lock()
-		s.hs = append(s.hs, pending{c, now.Add(s.cfg.HandshakeTimeout)})
+		s.hs = append(s.hs, pending{c, time.Now().Add(s.cfg.HandshakeTimeout)})
 		s.hsMu.Unlock()
 	}
 }
