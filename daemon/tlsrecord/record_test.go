@@ -49,9 +49,9 @@ func pair(t *testing.T) (net.Conn, *State, *tls.Conn) {
 	}
 	defer ln.Close()
 	type result struct {
-		nc net.Conn
-		st *State
-		cs tls.ConnectionState
+		nc  net.Conn
+		st  *State
+		cs  tls.ConnectionState
 		err error
 	}
 	ch := make(chan result, 1)
