@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,11 +60,25 @@ type Config struct {
 	// the CLI; zero outside systemd.
 	Systemd Systemd
 
+	// TLS is the certificate the TLS stream ports and the HTTPS API present.
+	TLS TLS
+
 	Listen listen.Config
 	Stream stream.Config
 	Hub    hub.Config
 	API    api.Config
 }
+
+// TLS is where the daemon's certificate is, and whether the API speaks HTTPS with it.
+type TLS struct {
+	Cert, Key string // PEM certificate chain and private key; "" for none
+	// API: the API port speaks HTTPS when a certificate is set (false: plain HTTP, e.g. behind a
+	// TLS-terminating proxy on this host).
+	API bool
+}
+
+// Enabled reports whether a certificate is configured.
+func (t TLS) Enabled() bool { return t.Cert != "" }
 
 // Systemd is this process's side of sd_notify(3) and the watchdog.
 type Systemd struct {
@@ -87,6 +102,7 @@ func Default() Config {
 		MaxClockSkew:      5 * time.Minute,
 		StoreMinReplicas:  -1,
 		GCPercent:         50,
+		TLS: TLS{API: true},
 		Listen: listen.Config{API: "127.0.0.1:8888", Stream: streams, Backlog: 65535,
 			SomaxconnPath: "/proc/sys/net/core/somaxconn"},
 		Stream: stream.Config{HandshakeTimeout: 10 * time.Second, MaxLine: 1024, KeepAlive: 60 * time.Second, ConnBurst: 20,
@@ -140,14 +156,20 @@ func (c *Config) Validate() error {
 	if _, err := store.ParseURL(c.StoreURL()); err != nil {
 		errs = append(errs, err)
 	}
-	if len(c.Listen.Stream) == 0 {
+	if len(c.Listen.Stream)+len(c.Listen.StreamTLS) == 0 {
 		bad("stream: at least one port is needed")
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		bad("tls-cert and tls-key go together: both or neither")
+	}
+	if len(c.Listen.StreamTLS) > 0 && !c.TLS.Enabled() {
+		bad("stream-tls: TLS ports need a certificate (--tls-cert and --tls-key)")
 	}
 	if c.Listen.API == "" {
 		bad("api: must not be empty")
 	}
 	seen := map[string]bool{c.Listen.API: true}
-	for _, a := range c.Listen.Stream {
+	for _, a := range append(slices.Clone(c.Listen.Stream), c.Listen.StreamTLS...) {
 		if seen[a] {
 			bad("stream: %s is used twice (or is also the API address)", a)
 		}

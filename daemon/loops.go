@@ -76,6 +76,9 @@ func announceLoop(ctx context.Context, p store.Presence, view *atomic.Pointer[[]
 	for {
 		n := store.NodeLoad{ID: cfg.NodeID, Host: host, Ports: map[int]int64{}}
 		for _, port := range lns.Stream {
+			if port.TLS {
+				continue // /connect balances plain clients over nodes; a TLS client is sent to a TLS port here
+			}
 			n.Ports[port.Number()] = port.Conns.Load()
 		}
 		if err := p.Announce(ctx, n, 6*time.Second); err != nil && ctx.Err() == nil {

@@ -1,17 +1,21 @@
 package daemon
 
 import (
+	"crypto/tls"
 	"fmt"
 	"os"
 	"reflect"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"matchstream/daemon/certs"
 )
 
 // Reload applies a new configuration without dropping a client (SIGHUP, `systemctl reload`). The
 // watcher token is read again, from the configuration or its file, and the token it replaces is
-// accepted for WatcherTokenGrace more. The client limits (client-queue, write-timeout) apply to
+// accepted for WatcherTokenGrace more. The TLS certificate is read again: new handshakes present
+// it, established connections keep theirs. The client limits (client-queue, write-timeout) apply to
 // the running hubs too. The settings that need new listeners or a new store, and the limits the
 // pollers and the HTTP server read, keep their running values until the next restart, and the log
 // says which. A configuration that does not load or validate is refused whole, with the reason,
@@ -36,6 +40,10 @@ func (s *Server) Reload(load func() (Config, error)) error {
 			tok, err = WatcherToken(next.TokenFile(), s.log)
 		}
 	}
+	var cert *tls.Certificate
+	if err == nil && s.cert != nil && next.TLS.Enabled() {
+		cert, err = certs.Load(next.TLS.Cert, next.TLS.Key) // a renewed certificate, or a new pair
+	}
 	if err != nil {
 		s.log.Error("reload refused: the running configuration stays", "err", err)
 		return fmt.Errorf("reload refused: %w", err)
@@ -47,6 +55,11 @@ func (s *Server) Reload(load func() (Config, error)) error {
 		s.reg.SetHubLimits(next.Hub)
 		s.log.Info("reload: client limits changed", "client_queue", next.Hub.QueueLimit, "write_timeout", next.Hub.WriteTimeout)
 		s.hub = next.Hub
+	}
+	if cert != nil {
+		s.cert.Replace(cert)
+		s.log.Info("reload: tls certificate read", "subject", cert.Leaf.Subject.String(),
+			"not_after", cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if current, _ := s.handler.WatcherTokens(); tok != current {
 		s.handler.SetWatcherToken(tok, next.WatcherTokenGrace)
@@ -68,6 +81,10 @@ func (c Config) needRestart(next Config) []string {
 		{"api", c.Listen.API, next.Listen.API},
 		{"admin", c.Listen.Admin, next.Listen.Admin},
 		{"stream", c.Listen.Stream, next.Listen.Stream},
+		{"stream-tls", c.Listen.StreamTLS, next.Listen.StreamTLS},
+		{"api-tls", c.TLS.API && c.TLS.Enabled(), next.TLS.API && next.TLS.Enabled()},
+		{"tls-cert (on a daemon started without one)", c.TLS.Enabled(), next.TLS.Enabled()},
+		{"clear-posts", c.API.ClearPosts, next.API.ClearPosts},
 		{"backlog", c.Listen.Backlog, next.Listen.Backlog},
 		{"store", c.StoreURL(), next.StoreURL()},
 		{"state-dir", c.StateDir, next.StateDir},

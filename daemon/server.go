@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"matchstream/daemon/api"
+	"matchstream/daemon/certs"
 	"matchstream/daemon/handover"
 	"matchstream/daemon/hub"
 	"matchstream/daemon/listen"
@@ -25,6 +27,7 @@ import (
 	"matchstream/daemon/metrics"
 	"matchstream/daemon/store"
 	"matchstream/daemon/stream"
+	"matchstream/daemon/tlsrecord"
 )
 
 // Server is one `matchstream serve`: its listeners, store, live matches, stream connection layer
@@ -47,6 +50,7 @@ type Server struct {
 	http    *fasthttp.Server
 	admin   *fasthttp.Server // nil: no admin listener
 	hub     hub.Config       // the client limits in force: the configuration's, or a reload's
+	cert    *certs.Cert      // nil: no certificate configured
 	cluster atomic.Pointer[[]store.NodeLoad]
 
 	// notify is the service manager's socket; a successor's points at its predecessor until READY.
@@ -105,6 +109,14 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	}
 	if s.streams, err = stream.New(cfg.Stream, s.reg, log); err != nil {
 		return nil, err
+	}
+	if cfg.TLS.Enabled() {
+		c, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key)
+		if err != nil {
+			return nil, err
+		}
+		s.cert = certs.New(c)
+		s.streams.SetTLS(tlsrecord.ServerConfig(s.cert.Config()))
 	}
 	s.handler = api.New(s.cfg.API, s.reg, s.lns, log, s.ready.Load)
 	// Server-Sent Events connections arrive on the API port and are served by the stream layer;
@@ -166,7 +178,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.serving.Add(1)
 	go func() {
 		defer s.serving.Done()
-		if err := s.http.Serve(s.lns.API); err != nil {
+		if err := s.http.Serve(s.apiListener()); err != nil {
 			s.failed(fmt.Errorf("api: %w", err))
 		}
 	}()
@@ -205,6 +217,17 @@ func (s *Server) Start(ctx context.Context) error {
 		s.notifyMu.Unlock()
 	}
 	return nil
+}
+
+// apiListener is the API's listener, in TLS when the API speaks HTTPS. Only the server's view is
+// wrapped: the socket handed to a successor is the plain one.
+func (s *Server) apiListener() net.Listener {
+	if s.cert == nil || !s.cfg.TLS.API {
+		return s.lns.API
+	}
+	cfg := s.cert.Config()
+	cfg.NextProtos = []string{"http/1.1"}
+	return tls.NewListener(s.lns.API, cfg)
 }
 
 func (s *Server) notifier() handover.Notifier {
@@ -280,7 +303,11 @@ func (s *Server) toSuccessor() error {
 	}
 	var fds []handover.Inherit
 	for _, p := range s.lns.Stream {
-		fds = append(fds, handover.Inherit{Conn: p.Listener.(syscall.Conn), Name: listen.FDNameStream})
+		name := listen.FDNameStream
+		if p.TLS {
+			name = listen.FDNameStreamTLS
+		}
+		fds = append(fds, handover.Inherit{Conn: p.Listener.(syscall.Conn), Name: name})
 	}
 	fds = append(fds, handover.Inherit{Conn: s.lns.API.(syscall.Conn), Name: listen.FDNameAPI})
 	if s.lns.Admin != nil {

@@ -48,6 +48,16 @@ func daemonFlags() []cli.Flag {
 				"/metrics and /debug/* to this host only. Empty: none (install configures " + daemon.DefaultAdmin + ")"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "stream", Value: daemon.DefaultStream, EnvVars: env("stream"),
 			Usage: "stream listeners as host:first-last, one listener per port"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "stream-tls", EnvVars: env("stream-tls"),
+			Usage: "TLS 1.3 stream listeners as host:first-last (needs --tls-cert); the plain --stream ports stay for the original's clients. Empty: none"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "tls-cert", EnvVars: env("tls-cert"),
+			Usage: "PEM certificate chain the TLS stream ports and the HTTPS API present (certbot's fullchain.pem, say); a reload (SIGHUP) reads it again"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "tls-key", EnvVars: env("tls-key"),
+			Usage: "PEM private key of --tls-cert (certbot's privkey.pem)"}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "api-tls", Value: d.TLS.API, EnvVars: env("api-tls"),
+			Usage: "with --tls-cert, the API port speaks HTTPS (false: plain HTTP, e.g. behind a TLS-terminating proxy on this host)"}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "clear-posts", EnvVars: env("clear-posts"),
+			Usage: "accept watcher posts over plain HTTP from other hosts; without it a post comes over HTTPS or from this host, so the watcher token never crosses a network in clear text"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "backlog", Value: d.Listen.Backlog, EnvVars: env("backlog"),
 			Usage: "listen(2) backlog of self-bound sockets; the kernel caps it at net.core.somaxconn"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "state-dir", Value: defaultStateDir(), EnvVars: env("state-dir"),
@@ -269,6 +279,13 @@ func configFrom(c *cli.Context) (daemon.Config, error) {
 		return cfg, usageErr(err, "")
 	}
 	cfg.Listen.Stream = streams
+	if v := c.String("stream-tls"); v != "" {
+		if cfg.Listen.StreamTLS, err = listen.ParseRange(v); err != nil {
+			return cfg, usageErr(fmt.Errorf("stream-tls: %w", err), "")
+		}
+	}
+	cfg.TLS = daemon.TLS{Cert: c.String("tls-cert"), Key: c.String("tls-key"), API: c.Bool("api-tls")}
+	cfg.API.ClearPosts = c.Bool("clear-posts")
 	if err := cfg.Validate(); err != nil {
 		return cfg, usageErr(fmt.Errorf("invalid configuration: %w", err), "see 'matchstream serve --help'")
 	}

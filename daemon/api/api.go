@@ -34,6 +34,10 @@ const Version = "1"
 type Config struct {
 	WatcherToken string // bearer token for POST /matches/{id}/events; empty disables posting
 	MaxBodySize  int    // largest request body accepted
+	// ClearPosts accepts watcher posts over plain HTTP from other hosts. Off: a post must come
+	// over HTTPS or from this host (a local watcher, or a TLS-terminating proxy here), so the
+	// watcher token never crosses a network in clear text more than once.
+	ClearPosts bool
 }
 
 // PostResult is the reply to an accepted POST of events.
@@ -53,6 +57,7 @@ type ErrorBody struct {
 type Connect struct {
 	Host string `json:"host"`
 	Port int    `json:"port"`
+	TLS  bool   `json:"tls,omitempty"` // the port speaks TLS 1.3 (asked for with ?tls=1)
 }
 
 // Handler serves the API.
@@ -337,12 +342,15 @@ func (h *Handler) healthz(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "pid": os.Getpid()})
 }
 
-// pick is the least-loaded stream port, the host a client should dial for it (the listener's own
-// address, or, when it listens on every address, the host the client reached the API by) and its
-// load.
-func (h *Handler) pick(ctx *fasthttp.RequestCtx) (Connect, int64) {
-	p := h.lns.LeastLoaded()
-	load := p.Conns.Load()
+// pick is the least-loaded stream port (of the TLS ports if tls), the host a client should dial
+// for it (the listener's own address, or, when it listens on every address, the host the client
+// reached the API by) and its load; ok is false when there is no such port.
+func (h *Handler) pick(ctx *fasthttp.RequestCtx, tls bool) (c Connect, load int64, ok bool) {
+	p := h.lns.LeastLoaded(tls)
+	if p == nil {
+		return Connect{}, 0, false
+	}
+	load = p.Conns.Load()
 	host := "127.0.0.1"
 	if a, ok := p.Addr().(*net.TCPAddr); ok {
 		host = a.IP.String()
@@ -353,7 +361,16 @@ func (h *Handler) pick(ctx *fasthttp.RequestCtx) (Connect, int64) {
 			}
 		}
 	}
-	return Connect{Host: host, Port: p.Number()}, load
+	return Connect{Host: host, Port: p.Number(), TLS: tls}, load, true
+}
+
+// isTrue reads a query flag: 1, true, yes (any case).
+func isTrue(v []byte) bool {
+	switch strings.ToLower(string(v)) {
+	case "1", "true", "yes":
+		return true
+	}
+	return false
 }
 
 func (h *Handler) connect(ctx *fasthttp.RequestCtx) {
@@ -363,8 +380,17 @@ func (h *Handler) connect(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	best, bestLoad := h.pick(ctx)
-	if h.Cluster != nil {
+	tls := isTrue(ctx.QueryArgs().Peek("tls"))
+	best, bestLoad, ok := h.pick(ctx, tls)
+	if !ok {
+		msg := "this daemon has no TLS stream port (--stream-tls)"
+		if !tls {
+			msg = "this daemon has TLS stream ports only: ask with ?tls=1"
+		}
+		writeError(ctx, fasthttp.StatusNotFound, msg)
+		return
+	}
+	if h.Cluster != nil && !tls { // nodes announce their plain ports only
 		for _, n := range h.Cluster() {
 			for port, conns := range n.Ports {
 				if conns < bestLoad { // another node only when strictly less loaded than this one
@@ -486,6 +512,11 @@ func DecodeEvents(body []byte) ([]match.Event, error) {
 }
 
 func (h *Handler) post(ctx *fasthttp.RequestCtx, id string) {
+	if !ctx.IsTLS() && !ctx.RemoteIP().IsLoopback() && !h.cfg.ClearPosts {
+		writeError(ctx, fasthttp.StatusForbidden, "watcher posts are accepted over HTTPS or from this host only: "+
+			"the bearer token would cross the network in clear text (post to https://, or start the daemon with --clear-posts)")
+		return
+	}
 	if !h.authorized(ctx) {
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="matchstream watcher"`)
 		msg := "missing or wrong watcher token (Authorization: Bearer <token>)"

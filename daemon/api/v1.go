@@ -36,7 +36,7 @@ const erlangEpochMs = 62167219200000
 func (h *Handler) serveV1(ctx *fasthttp.RequestCtx, rest string) {
 	switch {
 	case rest == "checkin":
-		c, _ := h.pick(ctx)
+		c, _, _ := h.pick(ctx, false)
 		writeJSON(ctx, fasthttp.StatusOK, map[string]int{"port": c.Port})
 	case rest == "matches":
 		h.discoverAll(ctx)

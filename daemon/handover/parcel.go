@@ -31,6 +31,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"matchstream/daemon/tlsrecord"
 )
 
 // FDName is the name of the parcel among the descriptors a daemon is started with.
@@ -51,6 +53,10 @@ type Conn struct {
 	Version int    `json:"v,omitempty"`
 	Seq     uint64 `json:"s,omitempty"`
 	Pending []byte `json:"p,omitempty"`
+	// TLS is the record state of a connection on a TLS port: its traffic secrets and sequence
+	// numbers. The parcel is a socket between two processes of the same service on one host, which
+	// could read each other's memory anyway.
+	TLS *tlsrecord.Snapshot `json:"t,omitempty"`
 }
 
 // Pack puts conns into a new parcel and returns it with the number of connections it holds: the

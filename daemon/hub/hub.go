@@ -45,6 +45,15 @@ type TryWriter interface {
 // deadliner is implemented by net.Conn; the hub uses it for the write timeout when available.
 type deadliner interface{ SetWriteDeadline(time.Time) error }
 
+// backlogger is a connection that may have accepted bytes it has not written yet (a TLS record
+// the socket took only part of): the flush goroutine runs until they are out.
+type backlogger interface{ Backlogged() bool }
+
+func backlogged(c Conn) bool {
+	b, ok := c.(backlogger)
+	return ok && b.Backlogged()
+}
+
 // vectorWriter writes a batch of frames in one writev(2), blocking until done.
 type vectorWriter interface {
 	Writev(bufs [][]byte) (int64, error)
@@ -489,7 +498,7 @@ func (s *Subscriber) deliver(frames [][]byte, last, limited bool, posted time.Ti
 		s.queue = append(rest, s.queue...)
 		maxQueue(st, len(s.queue))
 	}
-	if len(s.queue) > 0 && !s.closed {
+	if (len(s.queue) > 0 || len(rest) == 0 && backlogged(s.conn)) && !s.closed {
 		s.mu.Unlock()
 		s.hub.stats.flushes.Go(s.flush) // the socket is full: wait for it off the broadcaster's path
 		return true
@@ -524,7 +533,7 @@ func (s *Subscriber) flush() {
 		s.mu.Lock()
 		batch, oldest := s.queue, s.oldest
 		s.queue = nil
-		if len(batch) == 0 || s.closed {
+		if len(batch) == 0 && !backlogged(s.conn) || s.closed {
 			s.writing = false
 			closeNow := s.closeAfter && !s.closed
 			s.mu.Unlock()
@@ -551,7 +560,7 @@ func (s *Subscriber) flush() {
 			return
 		}
 		s.hub.stats.Deliveries.Add(int64(n))
-		if lat := s.hub.stats.Latency; lat != nil && !oldest.IsZero() {
+		if lat := s.hub.stats.Latency; lat != nil && n > 0 && !oldest.IsZero() {
 			lat.Observe(time.Since(oldest).Seconds()) // the batch's oldest frame: the worst case
 		}
 	}

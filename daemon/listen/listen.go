@@ -26,6 +26,8 @@ import (
 // Names of the file descriptors the socket units pass (FileDescriptorName=).
 const (
 	FDNameStream = "stream"
+	// FDNameStreamTLS names a stream port whose clients speak TLS.
+	FDNameStreamTLS = "stream-tls"
 	FDNameAPI    = "api"
 	// FDNameAdmin is the admin listener's name when a predecessor hands it on; the socket units do
 	// not pass one (the daemon binds it itself).
@@ -37,6 +39,9 @@ type Config struct {
 	API     string   // host:port of the HTTP API
 	Admin   string   // host:port of the admin listener (/metrics, /debug/*); "" for none
 	Stream  []string // host:port of each stream listener
+	// StreamTLS: host:port of each stream listener whose clients speak TLS 1.3 (the certificate is
+	// the daemon's); plain and TLS ports serve the same matches.
+	StreamTLS []string
 	Backlog int      // listen(2) backlog for self-bound sockets (capped by net.core.somaxconn)
 	// SomaxconnPath is read to tell the operator when the kernel caps the backlog.
 	SomaxconnPath string
@@ -76,6 +81,7 @@ func ParseRange(s string) ([]string, error) {
 type Port struct {
 	net.Listener
 	Conns atomic.Int64
+	TLS   bool // clients speak TLS 1.3 on it
 }
 
 // Number is the TCP port the listener is bound to.
@@ -127,6 +133,13 @@ func Open(cfg Config, log *slog.Logger) (*Set, error) {
 		}
 		s.Stream = append(s.Stream, &Port{Listener: ln})
 	}
+	for _, addr := range cfg.StreamTLS {
+		ln, err := Bind(addr, cfg.Backlog)
+		if err != nil {
+			return nil, err
+		}
+		s.Stream = append(s.Stream, &Port{Listener: ln, TLS: true})
+	}
 	ln, err := Bind(cfg.API, cfg.Backlog)
 	if err != nil {
 		return nil, err
@@ -174,6 +187,8 @@ func fromActivation(files []*os.File, log *slog.Logger) (*Set, error) {
 		switch f.Name() {
 		case FDNameStream:
 			s.Stream = append(s.Stream, &Port{Listener: ln})
+		case FDNameStreamTLS:
+			s.Stream = append(s.Stream, &Port{Listener: ln, TLS: true})
 		case FDNameAPI:
 			if s.API != nil {
 				ln.Close()
@@ -215,10 +230,14 @@ func (s *Set) Close() {
 	}
 }
 
-// LeastLoaded returns the stream port with the fewest open connections (the first on a tie).
-func (s *Set) LeastLoaded() *Port {
+// LeastLoaded returns the stream port with the fewest open connections (the first on a tie)
+// among the plain ports, or among the TLS ports; nil if there is none of that kind.
+func (s *Set) LeastLoaded(tls bool) *Port {
 	var best *Port
 	for _, p := range s.Stream {
+		if p.TLS != tls {
+			continue
+		}
 		if best == nil || p.Conns.Load() < best.Conns.Load() {
 			best = p
 		}

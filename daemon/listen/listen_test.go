@@ -90,7 +90,7 @@ func TestOpenSelfBound(t *testing.T) {
 		t.Fatalf("set = %+v", set)
 	}
 	set.Stream[0].Conns.Store(3)
-	if set.LeastLoaded() != set.Stream[1] {
+	if set.LeastLoaded(false) != set.Stream[1] {
 		t.Fatal("LeastLoaded did not pick the idle port")
 	}
 	c, err := net.Dial("tcp", set.Stream[1].Addr().String())

@@ -156,14 +156,20 @@ func (p *poller) accept(a *acceptor) {
 		switch {
 		case err == nil && s.limit != nil && !s.limit.allow(addrOf(sa), time.Now()):
 			s.Refused[protocol.CodeRateLimited].Add(1)
-			frame := (&protocol.Error{Code: protocol.CodeRateLimited, Detail: "too many connections from " + addrOf(sa).String()}).Frame()
-			rawWrite(fd, frame) // a fresh socket has room for one short line
+			if !a.port.TLS { // a TLS client would take a clear-text line for a broken handshake
+				frame := (&protocol.Error{Code: protocol.CodeRateLimited, Detail: "too many connections from " + addrOf(sa).String()}).Frame()
+				rawWrite(fd, frame) // a fresh socket has room for one short line
+			}
 			unix.Close(fd)
 		case err == nil:
 			if !a.inherited.Load() {
 				s.tune(fd)
 			}
-			p.accepted(fd, a.port)
+			if a.port.TLS {
+				p.acceptedTLS(fd, a.port)
+			} else {
+				p.accepted(fd, a.port)
+			}
 		case err == unix.EINTR || err == unix.ECONNABORTED:
 		case err == unix.EAGAIN:
 			if a.listenerTuned {
@@ -237,8 +243,14 @@ func (p *poller) accepted(fd int, port *listen.Port) {
 	waiting := c.handshaking && !c.closed
 	c.mu.RUnlock()
 	if waiting { // most connect lines are answered above: only the rest need a clock and the list
-		s.hsMu.Lock()
-		s.hs = append(s.hs, pending{c, time.Now().Add(s.cfg.HandshakeTimeout)})
-		s.hsMu.Unlock()
+		s.waitForLine(c)
 	}
+}
+
+// waitForLine puts c on the handshake list: it is cut if its connect line is not complete within
+// the handshake timeout.
+func (s *Server) waitForLine(c *conn) {
+	s.hsMu.Lock()
+	s.hs = append(s.hs, pending{c, time.Now().Add(s.cfg.HandshakeTimeout)})
+	s.hsMu.Unlock()
 }

@@ -14,6 +14,7 @@ import (
 	"matchstream/daemon/listen"
 	"matchstream/daemon/live"
 	"matchstream/daemon/protocol"
+	"matchstream/daemon/tlsrecord"
 )
 
 // conn is one client socket. Its read side is driven by its poller (handshake, then noticing the
@@ -43,6 +44,12 @@ type conn struct {
 	wmu           sync.Mutex
 	wake          chan struct{} // made on the first EAGAIN: the poller signals "writable"
 	writeDeadline time.Time
+
+	// tls is the record layer of a connection on a TLS port, after its handshake; nil on a plain
+	// port. Its write side and out are guarded by tmu, its read side by the dispatch lock.
+	tls *tlsrecord.State
+	tmu sync.Mutex
+	out []byte // sealed records the socket has not taken yet; nil when none
 }
 
 // readable handles input: the connect line during the handshake, then nothing but the client going
@@ -51,6 +58,10 @@ type conn struct {
 // event says the client has half-closed, so the read goes on to the EOF.
 func (c *conn) readable(hangup, peerClosed bool) {
 	if (c.readDone || c.restoring) && !hangup {
+		return
+	}
+	if c.tls != nil {
+		c.readableTLS(hangup, peerClosed)
 		return
 	}
 	var scratch [256]byte
@@ -161,11 +172,7 @@ func (c *conn) refuse(pe *protocol.Error) {
 	if n := c.srv.Refused[pe.Code]; n != nil {
 		n.Add(1)
 	}
-	c.mu.RLock()
-	if !c.closed {
-		rawWrite(c.fd, pe.Frame())
-	}
-	c.mu.RUnlock()
+	c.writeNow(pe.Frame())
 	c.Close()
 }
 
@@ -217,6 +224,9 @@ func (c *conn) Write(p []byte) (int, error) {
 // Writev writes all of bufs with as few writev(2) calls as the socket allows: a batch of queued
 // frames goes out in one syscall. It consumes bufs.
 func (c *conn) Writev(bufs [][]byte) (int64, error) {
+	if c.tls != nil {
+		return c.writevTLS(bufs)
+	}
 	var total int64
 	watching := false // EPOLLOUT is armed for this write: disarm it when done
 	defer func() {
@@ -268,6 +278,9 @@ func (c *conn) Writev(bufs [][]byte) (int64, error) {
 
 // TryWritev writes what the socket takes now, in one writev(2), without blocking or touching bufs.
 func (c *conn) TryWritev(bufs [][]byte) (int, error) {
+	if c.tls != nil {
+		return c.tryWritevTLS(bufs)
+	}
 	for {
 		c.mu.RLock()
 		if c.closed {
@@ -327,8 +340,11 @@ func (c *conn) Close() error {
 		c.mu.Unlock()
 		return nil
 	}
-	c.closed = true
 	c.poller.remove(c)
+	if c.tls != nil {
+		c.closeNotify() // under mu, before closed: it writes to fd
+	}
+	c.closed = true
 	err := unix.Close(c.fd)
 	c.mu.Unlock()
 	c.port.Conns.Add(-1)

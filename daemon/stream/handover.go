@@ -8,6 +8,7 @@ import (
 
 	"matchstream/daemon/handover"
 	"matchstream/daemon/listen"
+	"matchstream/daemon/tlsrecord"
 )
 
 // Handover prepares every client connection for a successor process: it stops accepting, freezes
@@ -36,6 +37,13 @@ func (s *Server) Handover(ctx context.Context) (conns []handover.Conn, release f
 				rec.Match, rec.Version, rec.Seq = id, c.sub.Version, seq
 			} else {
 				rec.Pending = append([]byte{}, c.buf...)
+			}
+			if c.tls != nil {
+				if c.Backlogged() {
+					continue // the end of a record is still to go: it gets the shutdown notice
+				}
+				sn := c.tls.Snapshot()
+				rec.TLS = &sn
 			}
 			if !c.detach() {
 				continue
@@ -129,6 +137,16 @@ func (s *Server) Adopt(conns []handover.Conn, ports []*listen.Port) (resumed, cl
 		}
 		pl := s.nextPoller()
 		c := &conn{fd: rec.FD, srv: s, port: port, poller: pl}
+		if rec.TLS != nil {
+			st, err := tlsrecord.Restore(*rec.TLS)
+			if err != nil {
+				s.log.Warn("handed-over client closed", "err", err)
+				unix.Close(rec.FD)
+				closed++
+				continue
+			}
+			c.tls = st
+		}
 		port.Conns.Add(1)
 		if rec.Match != "" {
 			sub, err := s.resume(c, rec.Match, rec.Version, rec.Seq)

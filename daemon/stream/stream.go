@@ -11,6 +11,7 @@ package stream
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -79,6 +80,11 @@ type Server struct {
 	// Refused counts handshakes answered with ERROR:, by protocol error code (fixed keys).
 	Refused map[string]*atomic.Int64
 	limit   *limiter // nil: no per-address connection rate limit
+
+	tlsConfig atomic.Pointer[tls.Config] // what TLS ports handshake with (SetTLS)
+	// TLSHandshakes counts TLS handshakes completed; TLSFailed those that failed and connections
+	// cut for a record that did not open.
+	TLSHandshakes, TLSFailed atomic.Int64
 }
 
 // New returns a stream server feeding clients from reg; it starts its pollers and the handshake

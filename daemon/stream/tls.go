@@ -1,0 +1,361 @@
+package stream
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"matchstream/daemon/listen"
+	"matchstream/daemon/protocol"
+	"matchstream/daemon/tlsrecord"
+)
+
+// TLS ports. A connection's handshake is crypto/tls's, on a goroutine of its own that lives only
+// as long as the handshake; then the connection joins its poller like any other, holding only its
+// record state (package tlsrecord): no goroutine, no buffer, no tls.Conn. The connect line and
+// everything after it are opened and sealed here, frame by frame: the hub renders a frame once
+// and each TLS subscriber seals it with its own key as it is written.
+
+// SetTLS sets the configuration TLS ports handshake with (from tlsrecord.ServerConfig, typically
+// with a GetCertificate that follows certificate reloads); nil refuses their connections.
+func (s *Server) SetTLS(cfg *tls.Config) { s.tlsConfig.Store(cfg) }
+
+// acceptedTLS starts the handshake of a connection accepted on a TLS port.
+func (p *poller) acceptedTLS(fd int, port *listen.Port) {
+	s := p.srv
+	cfg := s.tlsConfig.Load()
+	if cfg == nil || s.closed.Load() {
+		unix.Close(fd)
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.handshakeTLS(fd, port, p, cfg)
+	}()
+}
+
+// handshakeTLS runs the handshake within the handshake timeout (Shutdown cuts it short), then
+// serves the connection from poller p.
+func (s *Server) handshakeTLS(fd int, port *listen.Port, p *poller, cfg *tls.Config) {
+	nc, err := fileConn(fd)
+	if err != nil {
+		s.log.Warn("tls: taking the connection", "err", err)
+		unix.Close(fd)
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
+	st, _, err := tlsrecord.Handshake(ctx, nc, cfg)
+	cancel()
+	nc.Close() // our duplicate only: fd stays open
+	if err != nil {
+		s.TLSFailed.Add(1)
+		s.log.Debug("tls handshake failed", "err", err)
+		unix.Close(fd)
+		return
+	}
+	s.TLSHandshakes.Add(1)
+	c := &conn{fd: fd, srv: s, port: port, poller: p, handshaking: true, tls: st}
+	port.Conns.Add(1)
+	p.dispatch.Lock() // c's read side is the poller's from now on; a hand-over waits for this
+	defer p.dispatch.Unlock()
+	if s.closed.Load() {
+		c.Close()
+		return
+	}
+	if s.cfg.Welcome {
+		c.writeNow([]byte(protocol.Welcome))
+	}
+	if err := p.add(c); err != nil {
+		s.log.Warn("epoll add", "err", err)
+		c.Close()
+		return
+	}
+	c.readableTLS(false, false) // the connect line may have come with the client's Finished
+	c.mu.RLock()
+	waiting := c.handshaking && !c.closed
+	c.mu.RUnlock()
+	if waiting {
+		s.waitForLine(c)
+	}
+}
+
+// fileConn is a net.Conn on a duplicate of fd, in the Go runtime's poller, for crypto/tls.
+func fileConn(fd int) (net.Conn, error) {
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(d), "tls")
+	defer f.Close()
+	return net.FileConn(f)
+}
+
+// readableTLS is readable for a TLS connection: the bytes read are records, opened here; their
+// application data is the connect line, then ignored; close_notify is the half-close that EOF is
+// on a plain port. A record that does not open ends the connection.
+func (c *conn) readableTLS(hangup, peerClosed bool) {
+	var scratch [2048]byte
+	for {
+		c.mu.RLock()
+		if c.closed {
+			c.mu.RUnlock()
+			return
+		}
+		n, err := rawRead(c.fd, scratch[:])
+		c.mu.RUnlock()
+		switch {
+		case err == unix.EAGAIN:
+			if hangup {
+				c.gone()
+			}
+			return
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			c.gone()
+			return
+		case n == 0: // EOF without close_notify: a truncation, but the client is gone all the same
+			c.readDone = true
+			if c.sub == nil {
+				c.Close()
+			}
+			return
+		}
+		buf, in, err := c.tls.Open(c.buf, scratch[:n], c.sub != nil)
+		if err != nil {
+			c.srv.log.Debug("tls: client input", "err", err)
+			c.srv.TLSFailed.Add(1)
+			c.gone()
+			return
+		}
+		drained := n < len(scratch) && !hangup && !peerClosed
+		if c.sub == nil {
+			c.buf = buf
+			if in.Closed {
+				c.readDone = true
+				if len(c.buf) > 0 {
+					c.handshake(true)
+				} else {
+					c.Close()
+				}
+				return
+			}
+			if len(c.buf) > 0 && c.handshake(false) {
+				return
+			}
+		} else if in.Closed {
+			c.readDone = true // it may still read: it stays subscribed
+			return
+		}
+		if drained {
+			return
+		}
+	}
+}
+
+// sealBufs holds the buffers frames are sealed into; one is taken per write and given back
+// unless the socket kept part of it.
+var sealBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// seal seals bufs under tmu; the buffer goes back to sealBufs with release.
+func (c *conn) seal(bufs [][]byte) (rec []byte, release func(), err error) {
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	bp := sealBufs.Get().(*[]byte)
+	if need := total + tlsrecord.Overhead(total); cap(*bp) < need {
+		b := make([]byte, 0, need)
+		bp = &b
+	}
+	rec, err = c.tls.Seal((*bp)[:0], bufs...)
+	return rec, func() {
+		if cap(*bp) <= 64<<10 {
+			*bp = rec[:0]
+			sealBufs.Put(bp)
+		}
+	}, err
+}
+
+// writeNow seals p and writes what the socket takes now, for the short frames that precede a
+// close (a refusal) or a subscription (the banner); on a plain port it is one write(2).
+func (c *conn) writeNow(p []byte) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return
+	}
+	if c.tls == nil {
+		rawWrite(c.fd, p)
+		return
+	}
+	c.tmu.Lock()
+	defer c.tmu.Unlock()
+	if len(c.out) > 0 {
+		return
+	}
+	rec, release, err := c.seal([][]byte{p})
+	if err == nil {
+		if n, _ := rawWrite(c.fd, rec); n > 0 && n < len(rec) {
+			c.out = append([]byte(nil), rec[n:]...)
+		}
+	}
+	release()
+}
+
+// closeNotify tells the client we send nothing more, if the socket takes it now; under c.mu.
+func (c *conn) closeNotify() {
+	c.tmu.Lock()
+	defer c.tmu.Unlock()
+	if len(c.out) > 0 {
+		rawWrite(c.fd, c.out) // the end of a record first, or the alert is garbage to the client
+		c.out = nil
+	}
+	var b [64]byte
+	if rec, err := c.tls.CloseNotify(b[:0]); err == nil {
+		rawWrite(c.fd, rec)
+	}
+}
+
+// Backlogged reports sealed bytes the socket has not taken yet: the hub keeps its flush going
+// until they are written (Writev writes them first).
+func (c *conn) Backlogged() bool {
+	c.tmu.Lock()
+	defer c.tmu.Unlock()
+	return len(c.out) > 0
+}
+
+// tryWritevTLS is TryWritev on a TLS port: it seals all of bufs into records and writes them in one
+// write(2). If the socket takes nothing, the records are unsealed (the sequence number goes back)
+// and 0 is returned; if it takes part, the rest is kept in c.out and all of bufs is reported
+// written: a record cannot be cut, so its tail must go out before anything else.
+func (c *conn) tryWritevTLS(bufs [][]byte) (int, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return 0, errClosed
+	}
+	c.tmu.Lock()
+	defer c.tmu.Unlock()
+	if len(c.out) > 0 {
+		if err := c.flushOut(); err != nil || len(c.out) > 0 {
+			return 0, err
+		}
+	}
+	mark := c.tls.Mark()
+	rec, release, err := c.seal(bufs)
+	defer release()
+	if err != nil {
+		return 0, err
+	}
+	n, err := c.writeRaw(rec)
+	switch {
+	case err != nil:
+		return 0, err
+	case n == 0:
+		c.tls.Undo(mark)
+		return 0, nil
+	case n < len(rec):
+		c.out = append([]byte(nil), rec[n:]...)
+	}
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	return total, nil
+}
+
+// writevTLS is Writev on a TLS port: the sealed tail of an earlier write first, then bufs sealed,
+// waiting for the poller while the socket is full.
+func (c *conn) writevTLS(bufs [][]byte) (int64, error) {
+	var total int64
+	for _, b := range bufs {
+		total += int64(len(b))
+	}
+	watching := false
+	defer func() {
+		if watching {
+			c.watchWrites(false)
+		}
+	}()
+	for {
+		c.mu.RLock()
+		if c.closed {
+			c.mu.RUnlock()
+			return 0, errClosed
+		}
+		c.tmu.Lock()
+		err := c.flushOut()
+		if err == nil && len(c.out) == 0 && len(bufs) > 0 {
+			// A batch is sealed once; what the socket does not take now waits in c.out.
+			var rec []byte
+			var release func()
+			if rec, release, err = c.seal(bufs); err == nil {
+				var n int
+				if n, err = c.writeRaw(rec); err == nil && n < len(rec) {
+					c.out = append([]byte(nil), rec[n:]...)
+				}
+				bufs = nil
+			}
+			release()
+		}
+		done := len(c.out) == 0 && len(bufs) == 0
+		c.tmu.Unlock()
+		c.mu.RUnlock()
+		switch {
+		case err != nil:
+			return 0, err
+		case done:
+			return total, nil
+		}
+		if !watching {
+			if err := c.watchWrites(true); err != nil {
+				return 0, err
+			}
+			watching = true
+		}
+		if err := c.waitWritable(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// flushOut writes what it can of c.out; under mu (read) and tmu.
+func (c *conn) flushOut() error {
+	for len(c.out) > 0 {
+		n, err := c.writeRaw(c.out)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		if n == len(c.out) {
+			c.out = nil
+			return nil
+		}
+		c.out = c.out[n:]
+	}
+	return nil
+}
+
+// writeRaw is one write(2); EAGAIN is 0 bytes, EINTR is retried.
+func (c *conn) writeRaw(b []byte) (int, error) {
+	for {
+		n, err := rawWrite(c.fd, b)
+		switch err {
+		case nil:
+			return n, nil
+		case unix.EAGAIN:
+			return 0, nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, err
+	}
+}
