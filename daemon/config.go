@@ -102,7 +102,7 @@ func Default() Config {
 		MaxClockSkew:      5 * time.Minute,
 		StoreMinReplicas:  -1,
 		GCPercent:         50,
-		TLS: TLS{API: true},
+		TLS:               TLS{API: true},
 		Listen: listen.Config{API: "127.0.0.1:8888", Stream: streams, Backlog: 65535,
 			SomaxconnPath: "/proc/sys/net/core/somaxconn"},
 		Stream: stream.Config{HandshakeTimeout: 10 * time.Second, MaxLine: 1024, KeepAlive: 60 * time.Second, ConnBurst: 20,

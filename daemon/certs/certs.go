@@ -45,7 +45,9 @@ func New(c *tls.Certificate) *Cert {
 func (h *Cert) Replace(c *tls.Certificate) { h.cur.Store(c) }
 
 // GetCertificate is tls.Config's.
-func (h *Cert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) { return h.cur.Load(), nil }
+func (h *Cert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return h.cur.Load(), nil
+}
 
 // NotAfter is when the certificate in use expires.
 func (h *Cert) NotAfter() time.Time { return h.cur.Load().Leaf.NotAfter }

@@ -28,7 +28,7 @@ const (
 	FDNameStream = "stream"
 	// FDNameStreamTLS names a stream port whose clients speak TLS.
 	FDNameStreamTLS = "stream-tls"
-	FDNameAPI    = "api"
+	FDNameAPI       = "api"
 	// FDNameAdmin is the admin listener's name when a predecessor hands it on; the socket units do
 	// not pass one (the daemon binds it itself).
 	FDNameAdmin = "admin"
@@ -36,13 +36,13 @@ const (
 
 // Config is the listener section of the daemon configuration.
 type Config struct {
-	API     string   // host:port of the HTTP API
-	Admin   string   // host:port of the admin listener (/metrics, /debug/*); "" for none
-	Stream  []string // host:port of each stream listener
+	API    string   // host:port of the HTTP API
+	Admin  string   // host:port of the admin listener (/metrics, /debug/*); "" for none
+	Stream []string // host:port of each stream listener
 	// StreamTLS: host:port of each stream listener whose clients speak TLS 1.3 (the certificate is
 	// the daemon's); plain and TLS ports serve the same matches.
 	StreamTLS []string
-	Backlog int      // listen(2) backlog for self-bound sockets (capped by net.core.somaxconn)
+	Backlog   int // listen(2) backlog for self-bound sockets (capped by net.core.somaxconn)
 	// SomaxconnPath is read to tell the operator when the kernel caps the backlog.
 	SomaxconnPath string
 	// Activated: the process was socket-activated (LISTEN_FDS was set); Inherited are the
