@@ -118,8 +118,10 @@ func newFixtureOn(t testing.TB, backing store.Store) *fixture {
 	srv := h.Server()
 	go srv.Serve(mem)
 	t.Cleanup(func() { srv.Shutdown(); mem.Close() })
+	// The fixture's requests come from this host, as a local watcher's would (posts need it or TLS).
+	local := func() (net.Conn, error) { return mem.DialWithLocalAddr(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}) }
 	return &fixture{t: t, reg: reg, st: st, client: &fasthttp.Client{DisableHeaderNamesNormalizing: true,
-		Dial: func(string) (net.Conn, error) { return mem.Dial() }}, ports: ports, dial: mem.Dial, h: h}
+		Dial: func(string) (net.Conn, error) { return local() }}, ports: ports, dial: local, h: h}
 }
 
 func (f *fixture) do(method, path, auth, body string) (int, []byte, *fasthttp.ResponseHeader) {
@@ -639,5 +641,31 @@ func TestWatcherTokenRotation(t *testing.T) {
 	f.h.SetWatcherToken("", 0)
 	if code, body, _ := f.do("POST", "/matches/"+id+"/events", "Bearer third-token", `{"kind":"comment","comment":"x"}`); code != 401 || !strings.Contains(string(body), "posting is disabled") {
 		t.Errorf("with no token: %d %s", code, body)
+	}
+}
+
+// A watcher post from another host over plain HTTP is refused before its token is looked at,
+// unless ClearPosts; from this host it goes on to the token check. (Over TLS: daemon's TestTLS.)
+func TestPostsNeedTLSOrLoopback(t *testing.T) {
+	f := newFixture(t)
+	clear := api.New(api.Config{WatcherToken: token, MaxBodySize: 64 << 10, ClearPosts: true}, f.reg, &listen.Set{}, slog.New(slog.DiscardHandler), func() bool { return true })
+	for _, tc := range []struct {
+		name   string
+		serve  fasthttp.RequestHandler
+		remote string
+		code   int
+	}{
+		{"remote, clear text", f.h.Serve, "192.0.2.7", 403},
+		{"remote IPv6, clear text", f.h.Serve, "2001:db8::7", 403},
+		{"loopback", f.h.Serve, "127.0.0.1", 401},
+		{"IPv6 loopback", f.h.Serve, "::1", 401},
+		{"remote, --clear-posts", clear.Serve, "192.0.2.7", 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := serveFrom(tc.serve, tc.remote, "POST", "/matches/"+id+"/events")
+			if code != tc.code {
+				t.Fatalf("POST from %s = %d %s, want %d", tc.remote, code, body, tc.code)
+			}
+		})
 	}
 }

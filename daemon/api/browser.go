@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"embed"
+	"errors"
 	"net"
 	"path"
 	"strconv"
@@ -11,6 +13,9 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
+
+	"matchstream/daemon/live"
+	"matchstream/daemon/protocol"
 )
 
 // The live match page: plain files, embedded, no build step.
@@ -71,6 +76,10 @@ func (h *Handler) sse(ctx *fasthttp.RequestCtx, id string) {
 		if u, ok := c.(interface{ UnsafeConn() net.Conn }); ok {
 			c = u.UnsafeConn()
 		}
+		if tc, ok := c.(*tls.Conn); ok {
+			h.sseOverTLS(tc, id, after, resume)
+			return
+		}
 		fd, err := dupConn(c)
 		if err != nil {
 			h.log.Warn("event stream: taking over the connection", "match", id, "err", err)
@@ -80,6 +89,33 @@ func (h *Handler) sse(ctx *fasthttp.RequestCtx, id string) {
 			h.log.Debug("event stream refused", "match", id, "err", err)
 		}
 	})
+}
+
+// sseOverTLS serves an event stream on an HTTPS connection from the match's hub, on this (the
+// hijacking) goroutine, which waits for the client to leave: crypto/tls's record state cannot be
+// moved into the stream layer's pollers as a TLS stream port's is, so an HTTPS event stream costs
+// a goroutine and crypto/tls's buffers. Browsers at scale are best served behind a TLS-terminating
+// proxy on this host, whose plain streams the stream layer holds for a few hundred bytes each.
+func (h *Handler) sseOverTLS(c *tls.Conn, id string, after uint64, resume bool) {
+	ctx, cancel := context.WithTimeout(h.life, 5*time.Second)
+	sub, err := h.reg.SubscribeRestoring(ctx, c, id, protocol.VersionSSE,
+		live.Join{Head: sseHead(), Resume: resume, After: after, StatusPastEnd: true})
+	cancel()
+	if err != nil {
+		if errors.Is(err, live.ErrHandingOver) {
+			c.Write(sseHead()) // reconnect (to the successor) in 2 s
+		}
+		h.log.Debug("event stream refused", "match", id, "err", err)
+		return
+	}
+	// Whatever the browser sends is ignored; the read ends when it goes away or the hub closes c.
+	buf := make([]byte, 512)
+	for {
+		if _, err := c.Read(buf); err != nil {
+			break
+		}
+	}
+	sub.Leave()
 }
 
 // dupConn returns a close-on-exec duplicate of a connection's descriptor (through Control: Fd()

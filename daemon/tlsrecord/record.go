@@ -73,6 +73,7 @@ type State struct {
 	suite     uint16
 	w, r      direction
 	updateDue bool   // the client asked for our key update: it precedes our next record
+	updates   uint32 // key updates read from the client
 	in        []byte // a partial record from the client; nil when none (idle: no buffer)
 }
 
@@ -393,12 +394,16 @@ func (s *State) handshakeMessages(body []byte) error {
 		if err := s.r.update(s.suite); err != nil {
 			return err
 		}
+		s.updates++
 		if msg[0] == 1 { // update_requested
 			s.updateDue = true
 		}
 	}
 	return nil
 }
+
+// Updates is how many key updates the client has sent.
+func (s *State) Updates() int { return int(s.updates) }
 
 // Suite is the connection's cipher suite.
 func (s *State) Suite() uint16 { return s.suite }
