@@ -119,7 +119,9 @@ func newFixtureOn(t testing.TB, backing store.Store) *fixture {
 	go srv.Serve(mem)
 	t.Cleanup(func() { srv.Shutdown(); mem.Close() })
 	// The fixture's requests come from this host, as a local watcher's would (posts need it or TLS).
-	local := func() (net.Conn, error) { return mem.DialWithLocalAddr(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}) }
+	local := func() (net.Conn, error) {
+		return mem.DialWithLocalAddr(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000})
+	}
 	return &fixture{t: t, reg: reg, st: st, client: &fasthttp.Client{DisableHeaderNamesNormalizing: true,
 		Dial: func(string) (net.Conn, error) { return local() }}, ports: ports, dial: local, h: h}
 }
