@@ -133,7 +133,7 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 			return nil
 		}
 	}
-	s.handler.Metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(metrics.New(s.reg, s.lns, s.streams), promhttp.HandlerOpts{}))
+	s.handler.Metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(metrics.New(s.reg, s.lns, s.streams, s.certExpiry()), promhttp.HandlerOpts{}))
 	s.http = s.handler.Server()
 	if s.lns.Admin != nil {
 		s.handler.AdminElsewhere = true
@@ -217,6 +217,14 @@ func (s *Server) Start(ctx context.Context) error {
 		s.notifyMu.Unlock()
 	}
 	return nil
+}
+
+// certExpiry is when the certificate in use expires, for the metrics; nil without one.
+func (s *Server) certExpiry() func() time.Time {
+	if s.cert == nil {
+		return nil
+	}
+	return s.cert.NotAfter
 }
 
 // apiListener is the API's listener, in TLS when the API speaks HTTPS. Only the server's view is

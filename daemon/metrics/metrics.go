@@ -6,6 +6,7 @@ package metrics
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -18,7 +19,8 @@ import (
 )
 
 // New builds the registry and installs the histograms the registry and hubs observe into.
-func New(reg *live.Registry, lns *listen.Set, streams *stream.Server) *prometheus.Registry {
+// certExpiry, when not nil, is when the TLS certificate in use expires.
+func New(reg *live.Registry, lns *listen.Set, streams *stream.Server, certExpiry func() time.Time) *prometheus.Registry {
 	r := prometheus.NewRegistry()
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -29,7 +31,7 @@ func New(reg *live.Registry, lns *listen.Set, streams *stream.Server) *prometheu
 	store := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "matchstream_store_append_seconds",
 		Help: "Time to make a posted batch durable in the store.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)})
 	reg.Stats.Latency, reg.Stats.QueueDepth, reg.StoreLatency = latency, queue, store
-	r.MustRegister(store, &collector{reg: reg, lns: lns, streams: streams},
+	r.MustRegister(store, &collector{reg: reg, lns: lns, streams: streams, certExpiry: certExpiry},
 		&histogram{latencyDesc, latency}, &histogram{queueDesc, queue})
 	return r
 }
@@ -55,9 +57,10 @@ func (h *histogram) Collect(ch chan<- prometheus.Metric) {
 }
 
 type collector struct {
-	reg     *live.Registry
-	lns     *listen.Set
-	streams *stream.Server
+	reg        *live.Registry
+	lns        *listen.Set
+	streams    *stream.Server
+	certExpiry func() time.Time // nil: no certificate
 }
 
 var (
@@ -76,10 +79,13 @@ var (
 	divDesc   = prometheus.NewDesc("matchstream_store_diverged_total", "Matches whose history in the store differed from this node's: the node took the store's and cut their clients.", nil, nil)
 	hoDesc    = prometheus.NewDesc("matchstream_handover_failures_total", "Hand-overs that failed: to a successor (this process went on serving), or from a predecessor (the clients it handed on were lost).", nil, nil)
 	hsDesc    = prometheus.NewDesc("matchstream_handshake_errors_total", "Connect lines answered with ERROR:, by code.", []string{"code"}, nil)
+	tlsDesc   = prometheus.NewDesc("matchstream_tls_handshakes_total", "TLS handshakes completed on the TLS stream ports.", nil, nil)
+	tlsFDesc  = prometheus.NewDesc("matchstream_tls_failures_total", "TLS handshakes that failed on the TLS stream ports, and connections cut for a record that did not open.", nil, nil)
+	certDesc  = prometheus.NewDesc("matchstream_tls_certificate_expiry_timestamp_seconds", "When the TLS certificate in use expires (Unix time); a reload (SIGHUP) reads a renewed one.", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{connsDesc, protoDesc, subsDesc, seqDesc, accDesc, delDesc, slowDesc, goneDesc, maxQDesc, hsDesc, hoDesc, pollDesc, wfDesc, wbDesc, divDesc} {
+	for _, d := range []*prometheus.Desc{connsDesc, protoDesc, subsDesc, seqDesc, accDesc, delDesc, slowDesc, goneDesc, maxQDesc, hsDesc, hoDesc, pollDesc, wfDesc, wbDesc, divDesc, tlsDesc, tlsFDesc, certDesc} {
 		ch <- d
 	}
 }
@@ -121,5 +127,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(maxQDesc, prometheus.GaugeValue, float64(st.MaxQueue.Load()))
 	for code, n := range c.streams.Refused {
 		ch <- prometheus.MustNewConstMetric(hsDesc, prometheus.CounterValue, float64(n.Load()), code)
+	}
+	ch <- prometheus.MustNewConstMetric(tlsDesc, prometheus.CounterValue, float64(c.streams.TLSHandshakes.Load()))
+	ch <- prometheus.MustNewConstMetric(tlsFDesc, prometheus.CounterValue, float64(c.streams.TLSFailed.Load()))
+	if c.certExpiry != nil {
+		ch <- prometheus.MustNewConstMetric(certDesc, prometheus.GaugeValue, float64(c.certExpiry().Unix()))
 	}
 }
