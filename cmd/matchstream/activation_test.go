@@ -118,7 +118,7 @@ func TestSocketActivation(t *testing.T) {
 	expect("WATCHDOG=1")
 	expect("WATCHDOG=1")
 	expect("STATUS=")
-	d := &daemonProc{t: t, stateDir: filepath.Join(dir, "state"), apiPort: api, stream: stream}
+	d := &daemonProc{t: t, stateDir: filepath.Join(dir, "state"), apiPort: api, stream: stream, hc: http.DefaultClient}
 	run(t, 0, "watcher", "--api", d.apiURL(), "--token", d.token(), "--speed", "0", "-q", sampleJSONL)
 	for _, p := range stream {
 		got := dial(t, p, "VERSION:3:CONNECT:me:MATCH:"+sampleID+"\r\n", true).Wait(t)

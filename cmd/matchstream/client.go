@@ -23,19 +23,25 @@ func clientCommand() *cli.Command {
 			"reason) when a user cannot connect, is dropped before the stop event, or misses an event\n" +
 			"(protocol 3: a gap in seq; 1 and 2: what it got is not the end of the match's history).\n" +
 			"On success it prints one line: users, events, connect times.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			apiFlag(),
 			&cli.StringFlag{Name: "match", EnvVars: env("match"), Usage: "match id (protocol 2 watches the current live match)"},
 			&cli.IntFlag{Name: "n", Value: 1, Usage: "number of simulated users"},
 			&cli.IntFlag{Name: "c", Value: 100, Usage: "at most this many users connecting at once"},
 			&cli.IntFlag{Name: "protocol", Value: 1, Usage: "protocol version: 1, 2 or 3"},
 			&cli.Int64Flag{Name: "from", Value: -1, Usage: "protocol 3: resume after this seq (FROM); -1 = start from the status"},
+			&cli.BoolFlag{Name: "tls", Usage: "connect to a TLS stream port (/connect?tls=1) and speak TLS 1.3 on it; an https:// --api is HTTPS whatever this says"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up on a user still connected after this long (0 = wait for the end of the match)"},
-		},
+		}, tlsFlags()...),
 		Action: func(c *cli.Context) error {
 			cfg := simulate.Config{API: c.String("api"), Match: c.String("match"), Protocol: c.Int("protocol"),
 				Users: c.Int("n"), Concurrency: c.Int("c"), From: c.Int64("from"), Timeout: c.Duration("timeout"),
-				DialTimeout: 10 * time.Second}
+				DialTimeout: 10 * time.Second, StreamTLS: c.Bool("tls")}
+			tc, err := clientTLS(c)
+			if err != nil {
+				return err
+			}
+			cfg.TLS = tc
 			if cfg.From >= 0 && cfg.Protocol != 3 {
 				return usageErr(errors.New("--from needs --protocol 3"), "")
 			}

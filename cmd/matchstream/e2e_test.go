@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,6 +85,59 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if m := d.metrics(); m["matchstream_events_accepted_total"] != 31 {
 		t.Errorf("%v events accepted, want 31", m["matchstream_events_accepted_total"])
+	}
+}
+
+// The same over TLS, against the real binary: the watcher posts over HTTPS (--ca), simulator
+// users on the TLS stream port (client --tls --ca) and on a plain one watch the whole match; a
+// watcher that does not trust the certificate is refused with the reason.
+func TestEndToEndTLS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cert := daemontest.NewCert(t, 30*24*time.Hour)
+	d := startDaemonCert(t, filepath.Join(dir, "state"), &cert, "--client-queue", "512")
+	lines, _ := sampleLines(t)
+	startFile := writeFile(t, dir, "start.jsonl", lines[:1])
+	rest := writeFile(t, dir, "rest.jsonl", lines[1:])
+	token := d.token()
+	if out := run(t, 1, "watcher", "--api", d.apiURL(), "--token", token, "--speed", "0", "-q", startFile); !strings.Contains(out, "certificate") {
+		t.Fatalf("a watcher without --ca: %s", out)
+	}
+	watcher := func(file string) {
+		run(t, 0, "watcher", "--api", d.apiURL(), "--ca", cert.CertFile, "--token", token, "--speed", "0", "-q", "--match", sampleID, file)
+	}
+	watcher(startFile)
+	sim := func(args ...string) chan []byte {
+		ch := make(chan []byte, 1)
+		cmd := exec.Command(binary, append([]string{"client", "--api", d.apiURL(), "--ca", cert.CertFile, "--timeout", "2m", "--match", sampleID}, args...)...)
+		go func() {
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				out = append(out, []byte(err.Error())...)
+			}
+			ch <- out
+		}()
+		return ch
+	}
+	overTLS := sim("-n", "20", "--protocol", "3", "--tls")
+	plain := sim("-n", "5", "--protocol", "1")
+	waitUntil(t, "25 subscribers", 60*time.Second, func() bool { return d.subscribers(sampleID) == 25 })
+	watcher(rest)
+	for name, ch := range map[string]chan []byte{"client --tls": overTLS, "client (plain)": plain} {
+		if out := <-ch; !bytes.HasPrefix(out, []byte("ok: ")) {
+			t.Errorf("%s: %s", name, out)
+		}
+	}
+	var m map[string]float64
+	resp, err := d.hc.Get(d.url("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m = daemontest.Metrics(b)
+	if m["matchstream_tls_handshakes_total"] != 20 {
+		t.Errorf("%v TLS handshakes, want 20", m["matchstream_tls_handshakes_total"])
 	}
 }
 

@@ -110,18 +110,35 @@ type daemonProc struct {
 	log      *syncBuffer
 	args     []string
 	exited   chan struct{}
+	// cert, when set, is the daemon's certificate: its API speaks HTTPS, and hc trusts it.
+	cert *daemontest.Cert
+	hc   *http.Client
 }
 
 type syncBuffer = daemontest.SyncBuffer
 
 func startDaemon(t *testing.T, stateDir string, extra ...string) *daemonProc {
 	t.Helper()
+	return startDaemonCert(t, stateDir, nil, extra...)
+}
+
+// startDaemonCert is startDaemon with a certificate: the last of its four stream ports is a TLS
+// port (d.stream keeps the plain ones) and the API speaks HTTPS.
+func startDaemonCert(t *testing.T, stateDir string, cert *daemontest.Cert, extra ...string) *daemonProc {
+	t.Helper()
 	api, stream := freePorts(t, 4)
-	d := &daemonProc{t: t, stateDir: stateDir, apiPort: api, stream: stream, log: &syncBuffer{}}
-	d.args = append([]string{"serve", "--config", "/dev/null", "--state-dir", stateDir,
-		"--api", fmt.Sprintf("127.0.0.1:%d", api),
-		"--stream", fmt.Sprintf("127.0.0.1:%d-%d", stream[0], stream[len(stream)-1]),
-		"--log-level", "debug"}, extra...)
+	d := &daemonProc{t: t, stateDir: stateDir, apiPort: api, stream: stream, log: &syncBuffer{}, cert: cert, hc: http.DefaultClient}
+	ports := fmt.Sprintf("127.0.0.1:%d-%d", stream[0], stream[len(stream)-1])
+	var tlsArgs []string
+	if cert != nil {
+		ports = fmt.Sprintf("127.0.0.1:%d-%d", stream[0], stream[len(stream)-2])
+		tlsArgs = []string{"--stream-tls", fmt.Sprintf("127.0.0.1:%d", stream[len(stream)-1]),
+			"--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile}
+		d.stream = stream[:len(stream)-1]
+		d.hc = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cert.ClientConfig()}}
+	}
+	d.args = append(append([]string{"serve", "--config", "/dev/null", "--state-dir", stateDir,
+		"--api", fmt.Sprintf("127.0.0.1:%d", api), "--stream", ports, "--log-level", "debug"}, tlsArgs...), extra...)
 	d.start()
 	return d
 }
@@ -142,7 +159,7 @@ func (d *daemonProc) start() {
 			d.t.Fatalf("daemon exited:\n%s", d.log.String())
 		default:
 		}
-		resp, err := http.Get(d.url("/healthz"))
+		resp, err := d.hc.Get(d.url("/healthz"))
 		if err != nil {
 			return false
 		}
@@ -173,7 +190,11 @@ func (d *daemonProc) stop() {
 }
 
 func (d *daemonProc) url(path string) string {
-	return fmt.Sprintf("http://127.0.0.1:%d%s", d.apiPort, path)
+	scheme := "http"
+	if d.cert != nil {
+		scheme = "https"
+	}
+	return fmt.Sprintf("%s://127.0.0.1:%d%s", scheme, d.apiPort, path)
 }
 
 func (d *daemonProc) apiURL() string { return d.url("") }
@@ -188,7 +209,7 @@ func (d *daemonProc) token() string {
 
 func (d *daemonProc) getJSON(path string, v any) int {
 	d.t.Helper()
-	return daemontest.GetJSON(d.t, d.url(path), v)
+	return daemontest.GetJSONWith(d.t, d.hc, d.url(path), v)
 }
 
 // subscribers is the subscriber count of a match from GET /matches.

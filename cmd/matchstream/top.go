@@ -28,21 +28,25 @@ func topCommand() *cli.Command {
 		Description: "Refreshes every --interval like top(1), over plain SSH (ANSI clear only). The longest\n" +
 			"client queues are the original's \"sort processes by message queue length\". --once prints one\n" +
 			"snapshot (two samples --interval apart, for the rates) and exits, for scripts.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			apiFlag(),
 			&cli.BoolFlag{Name: "once", Usage: "print one snapshot and exit"},
 			&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "refresh period"},
-		},
+		}, tlsFlags()...),
 		Action: func(c *cli.Context) error {
 			base := strings.TrimRight(c.String("api"), "/")
 			iv := c.Duration("interval")
-			prev, err := sample(base)
+			hc, err := httpClient(c, 5*time.Second)
+			if err != nil {
+				return err
+			}
+			prev, err := sample(hc, base)
 			if err != nil {
 				return failure(err, "is the daemon running? check --api")
 			}
 			if c.Bool("once") {
 				time.Sleep(iv)
-				cur, err := sample(base)
+				cur, err := sample(hc, base)
 				if err != nil {
 					return failure(err, "")
 				}
@@ -59,7 +63,7 @@ func topCommand() *cli.Command {
 					return nil
 				case <-t.C:
 				}
-				cur, err := sample(base)
+				cur, err := sample(hc, base)
 				if err != nil {
 					fmt.Fprintf(c.App.Writer, "\033[H\033[2J%s: %v\n", base, err)
 					continue
@@ -80,9 +84,8 @@ type snapshot struct {
 	metrics map[string]*dto.MetricFamily
 }
 
-func sample(base string) (*snapshot, error) {
+func sample(hc *http.Client, base string) (*snapshot, error) {
 	s := &snapshot{at: time.Now()}
-	hc := &http.Client{Timeout: 5 * time.Second}
 	get := func(path string) ([]byte, error) {
 		resp, err := hc.Get(base + path)
 		if err != nil {

@@ -40,7 +40,7 @@ func watcherCommand() *cli.Command {
 			"Lines format or the original sample's Erlang-term format (e.g. elp-tig-2011-09-10.config).\n" +
 			"The match id is <home>-<visit>-<start_date> from the start event, or --match. Every rejected\n" +
 			"event is reported with its line and reason, and the exit status is then non-zero.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			apiFlag(),
 			&cli.StringFlag{Name: "token", EnvVars: env("watcher-token"), Usage: "watcher bearer token"},
 			&cli.StringFlag{Name: "token-file", EnvVars: env("watcher-token-file"),
@@ -53,7 +53,7 @@ func watcherCommand() *cli.Command {
 			&cli.DurationFlag{Name: "retry-for", Value: 30 * time.Second,
 				Usage: "keep retrying an event while the daemon is unreachable or answers 503 for this long"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only rejections and the summary"},
-		},
+		}, tlsFlags()...),
 		Action: runWatcher,
 	}
 }
@@ -104,7 +104,10 @@ func runWatcher(c *cli.Context) error {
 	endpoint := base + "/matches/" + url.PathEscape(id) + "/events"
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	hc := &http.Client{Timeout: 30 * time.Second}
+	hc, err := httpClient(c, 30*time.Second)
+	if err != nil {
+		return err
+	}
 	out := c.App.Writer
 
 	rejected, posted := 0, 0

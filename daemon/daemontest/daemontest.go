@@ -189,7 +189,13 @@ func CheckV3(t *testing.T, name string, got []byte, v3 [][]byte, statusSeq int, 
 // GetJSON GETs url and decodes a 200 answer into v (may be nil); it returns the status code.
 func GetJSON(t *testing.T, url string, v any) int {
 	t.Helper()
-	resp, err := http.Get(url)
+	return GetJSONWith(t, http.DefaultClient, url, v)
+}
+
+// GetJSONWith is GetJSON with the client hc (one that trusts a test certificate, say).
+func GetJSONWith(t *testing.T, hc *http.Client, url string, v any) int {
+	t.Helper()
+	resp, err := hc.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}

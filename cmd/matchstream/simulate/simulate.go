@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +38,10 @@ type Config struct {
 	From        int64         // protocol 3: resume after this seq; -1 = from the status
 	Timeout     time.Duration // per user, from connect to close; 0 = none
 	DialTimeout time.Duration
+	// TLS is the client side of HTTPS and of TLS stream ports (trusted CAs); nil: the defaults.
+	TLS *tls.Config
+	// StreamTLS: users connect to a TLS stream port (/connect?tls=1) and speak TLS 1.3 on it.
+	StreamTLS bool
 }
 
 // Result is what the simulation saw.
@@ -80,7 +85,10 @@ func (cfg Config) Validate() error {
 		return fmt.Errorf("FROM needs protocol 3")
 	}
 	if u, err := url.Parse(cfg.API); err != nil || u.Host == "" {
-		return fmt.Errorf("api URL %q: want http://host:port", cfg.API)
+		return fmt.Errorf("api URL %q: want http://host:port or https://host:port", cfg.API)
+	}
+	if cfg.StreamTLS && cfg.Protocol == 2 {
+		return fmt.Errorf("TLS stream ports need protocol 1 or 3: protocol 2 finds its port with /1/checkin, which names plain ports only")
 	}
 	return nil
 }
@@ -98,7 +106,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	hc := &http.Client{Timeout: 10 * time.Second}
+	if cfg.TLS == nil {
+		cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS13}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg.TLS
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: tr}
 	start := time.Now()
 	users := make([]*user, cfg.Users)
 	sem := make(chan struct{}, cfg.Concurrency)
@@ -173,6 +186,18 @@ func (u *user) run(ctx context.Context, cfg Config, base *url.URL, hc *http.Clie
 		return
 	}
 	defer c.Close()
+	if cfg.StreamTLS {
+		tc := tls.Client(c, tlsFor(cfg.TLS, addr))
+		hctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			u.err = fmt.Errorf("tls handshake with %s: %w", addr, err)
+			return
+		}
+		defer tc.Close()
+		c = tc
+	}
 	u.connected = time.Since(t0)
 	connected()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
@@ -224,10 +249,24 @@ func where(hc *http.Client, base *url.URL, cfg Config) (string, error) {
 		return net.JoinHostPort(base.Hostname(), strconv.Itoa(r.Port)), nil
 	}
 	var r api.Connect
-	if err := getJSON(hc, base.String()+"/connect?match="+url.QueryEscape(cfg.Match), &r); err != nil {
+	q := "/connect?match=" + url.QueryEscape(cfg.Match)
+	if cfg.StreamTLS {
+		q += "&tls=1"
+	}
+	if err := getJSON(hc, base.String()+q, &r); err != nil {
 		return "", err
 	}
 	return net.JoinHostPort(r.Host, strconv.Itoa(r.Port)), nil
+}
+
+// tlsFor is cfg for a connection to addr: the server name is addr's host unless cfg names one.
+func tlsFor(cfg *tls.Config, addr string) *tls.Config {
+	if cfg.ServerName != "" {
+		return cfg
+	}
+	c := cfg.Clone()
+	c.ServerName, _, _ = net.SplitHostPort(addr)
+	return c
 }
 
 func getJSON(hc *http.Client, u string, v any) error {
