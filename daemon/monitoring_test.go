@@ -10,6 +10,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"matchstream/daemon/daemontest"
 )
 
 // The shipped dashboard and alert rules (packaging/monitoring/) name only metrics a daemon
@@ -18,6 +21,8 @@ import (
 func TestMonitoringNamesExportedMetrics(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Listen.Admin = "127.0.0.1:0"
+	cert := daemontest.NewCert(t, time.Hour) // the certificate's metrics are exported only with one
+	cfg.TLS = TLS{Cert: cert.CertFile, Key: cert.KeyFile}
 	s := startServer(t, cfg)
 	resp, err := http.Get("http://" + s.AdminAddr().String() + "/metrics")
 	if err != nil {

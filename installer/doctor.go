@@ -7,6 +7,8 @@ package installer
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +19,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"matchstream/daemon/listen"
 	"matchstream/sysctl"
@@ -58,6 +61,13 @@ type Doctor struct {
 	// API and Admin are the API and admin listener addresses (Admin "" for none), for the checks
 	// of what the network can reach; API "" skips them.
 	API, Admin string
+	// APITLS: the API speaks HTTPS. ClearPosts: the daemon accepts watcher posts over plain HTTP
+	// from other hosts (--clear-posts).
+	APITLS, ClearPosts bool
+	// Cert and Key are the daemon's TLS certificate and key files ("" for none); Now is the clock
+	// their expiry is checked against (nil: time.Now).
+	Cert, Key string
+	Now       func() time.Time
 }
 
 // ProcessNoFile reads this process's RLIMIT_NOFILE.
@@ -92,6 +102,9 @@ func (d *Doctor) Run(ctx context.Context) []Check {
 	out = append(out, d.ports()...)
 	if d.API != "" {
 		out = append(out, d.Exposure()...)
+	}
+	if d.Cert != "" {
+		out = append(out, d.Certificate())
 	}
 	if d.Store != nil {
 		c := Check{Name: "store", Needed: "answers"}
@@ -348,13 +361,18 @@ func loopback(addr string) bool {
 // Exposure checks what the network can reach in clear text: the watcher's posts, which carry its
 // bearer token, and the metrics and debug state.
 func (d *Doctor) Exposure() []Check {
-	posts := Check{Name: "watcher posts", Needed: "on loopback, or behind TLS",
-		Why: "every post carries the watcher's bearer token, and the API speaks plain HTTP"}
-	if loopback(d.API) {
+	posts := Check{Name: "watcher posts", Needed: "over HTTPS or from this host",
+		Why: "every post carries the watcher's bearer token"}
+	switch {
+	case loopback(d.API):
 		posts.Status, posts.Found = OK, "loopback only ("+d.API+")"
-	} else {
-		posts.Status, posts.Found = WARN, "clear text on "+d.API
-		posts.Fix = "keep the watcher on a trusted network, or listen on 127.0.0.1 (--api) behind a TLS-terminating proxy"
+	case d.APITLS:
+		posts.Status, posts.Found = OK, "HTTPS on "+d.API
+	case d.ClearPosts:
+		posts.Status, posts.Found = WARN, "clear text on "+d.API+" (--clear-posts)"
+		posts.Fix = "give the daemon a certificate (--tls-cert, --tls-key: the API speaks HTTPS), or drop --clear-posts and post from this host"
+	default:
+		posts.Status, posts.Found = OK, "plain HTTP on "+d.API+": posts from other hosts are refused (403), local watchers only"
 	}
 	admin := Check{Name: "admin listener", Needed: "on loopback",
 		Why: "/metrics and /debug/* show every match, client and queue"}
@@ -370,4 +388,39 @@ func (d *Doctor) Exposure() []Check {
 		admin.Fix = "--admin 127.0.0.1:8889 (install configures it)"
 	}
 	return []Check{posts, admin}
+}
+
+// certWarnBefore is how long before its expiry doctor warns of a certificate (certbot renews 30
+// days ahead, so a certificate this close has missed a renewal).
+const certWarnBefore = 14 * 24 * time.Hour
+
+// Certificate checks the daemon's TLS certificate: it loads with its key, and does not expire
+// within certWarnBefore.
+func (d *Doctor) Certificate() Check {
+	c := Check{Name: "tls certificate", Needed: "loads with its key; valid for 14 days more",
+		Why: "TLS clients refuse an expired certificate: every TLS stream and HTTPS request would fail"}
+	now := time.Now
+	if d.Now != nil {
+		now = d.Now
+	}
+	pair, err := tls.LoadX509KeyPair(d.Cert, d.Key)
+	if err == nil && pair.Leaf == nil {
+		pair.Leaf, err = x509.ParseCertificate(pair.Certificate[0])
+	}
+	if err != nil {
+		c.Status, c.Found = FAIL, err.Error()
+		c.Fix = "check --tls-cert and --tls-key (PEM chain and its key, readable by the matchstream group: /etc/matchstream/tls, 0640 root:matchstream)"
+		return c
+	}
+	left := pair.Leaf.NotAfter.Sub(now())
+	c.Found = fmt.Sprintf("%s, expires %s (%d days)", pair.Leaf.Subject.CommonName, pair.Leaf.NotAfter.UTC().Format(time.DateOnly), int(left.Hours()/24))
+	switch {
+	case left <= 0:
+		c.Status, c.Fix = FAIL, "renew it, then systemctl reload matchstream"
+	case left < certWarnBefore:
+		c.Status, c.Fix = WARN, "renew it (certbot renew), then systemctl reload matchstream; a deploy hook can do both"
+	default:
+		c.Status = OK
+	}
+	return c
 }

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"matchstream/daemon/daemontest"
 	"matchstream/installer"
 	"matchstream/sysctl"
 )
@@ -129,26 +131,59 @@ func TestDoctorPorts(t *testing.T) {
 // What the network reaches in clear text: the watcher's posts and the metrics.
 func TestDoctorExposure(t *testing.T) {
 	for _, tc := range []struct {
-		api, admin  string
-		posts, mets string // statuses
+		api, admin        string
+		apiTLS, clearText bool
+		posts, mets       string // statuses
 	}{
-		{"127.0.0.1:8888", "", installer.OK, installer.OK},
-		{"[::1]:8888", "127.0.0.1:8889", installer.OK, installer.OK},
-		{"localhost:8888", "", installer.OK, installer.OK},
-		{"0.0.0.0:8888", "127.0.0.1:8889", installer.WARN, installer.OK},
-		{"0.0.0.0:8888", "", installer.WARN, installer.WARN},
-		{":8888", "0.0.0.0:8889", installer.WARN, installer.WARN},
-		{"10.1.2.3:8888", "10.1.2.3:8889", installer.WARN, installer.WARN},
+		{"127.0.0.1:8888", "", false, false, installer.OK, installer.OK},
+		{"[::1]:8888", "127.0.0.1:8889", false, false, installer.OK, installer.OK},
+		{"localhost:8888", "", false, true, installer.OK, installer.OK},
+		{"0.0.0.0:8888", "127.0.0.1:8889", false, false, installer.OK, installer.OK}, // posts refused from afar
+		{"0.0.0.0:8888", "127.0.0.1:8889", true, true, installer.OK, installer.OK},
+		{"0.0.0.0:8888", "127.0.0.1:8889", false, true, installer.WARN, installer.OK},
+		{"0.0.0.0:8888", "", false, true, installer.WARN, installer.WARN},
+		{":8888", "0.0.0.0:8889", false, true, installer.WARN, installer.WARN},
+		{"10.1.2.3:8888", "10.1.2.3:8889", false, true, installer.WARN, installer.WARN},
 	} {
-		d := installer.Doctor{API: tc.api, Admin: tc.admin}
+		d := installer.Doctor{API: tc.api, Admin: tc.admin, APITLS: tc.apiTLS, ClearPosts: tc.clearText}
 		got := d.Exposure()
 		if len(got) != 2 || got[0].Status != tc.posts || got[1].Status != tc.mets {
-			t.Errorf("api %s admin %q: %+v; want posts %s, admin %s", tc.api, tc.admin, got, tc.posts, tc.mets)
+			t.Errorf("api %s admin %q tls %v clear %v: %+v; want posts %s, admin %s", tc.api, tc.admin, tc.apiTLS, tc.clearText, got, tc.posts, tc.mets)
 		}
 		for _, c := range got {
 			if c.Status == installer.WARN && c.Fix == "" {
 				t.Errorf("api %s admin %q: %s warns without a fix", tc.api, tc.admin, c.Name)
 			}
 		}
+	}
+}
+
+// The certificate: OK with weeks left, WARN within 14 days, FAIL once expired or when it does not
+// load with its key.
+func TestDoctorCertificate(t *testing.T) {
+	cert := daemontest.NewCert(t, 60*24*time.Hour)
+	other := daemontest.NewCert(t, time.Hour)
+	expiry := cert.Pair.Leaf.NotAfter
+	for _, tc := range []struct {
+		name      string
+		certFile  string
+		keyFile   string
+		now       time.Time
+		want      string
+		foundHint string
+	}{
+		{"two months left", cert.CertFile, cert.KeyFile, time.Now(), installer.OK, "days"},
+		{"ten days left", cert.CertFile, cert.KeyFile, expiry.Add(-10 * 24 * time.Hour), installer.WARN, "(10 days)"},
+		{"expired", cert.CertFile, cert.KeyFile, expiry.Add(time.Hour), installer.FAIL, "expires"},
+		{"another key", cert.CertFile, other.KeyFile, time.Now(), installer.FAIL, "private key does not match"},
+		{"missing", filepath.Join(t.TempDir(), "none.pem"), cert.KeyFile, time.Now(), installer.FAIL, "no such file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := installer.Doctor{Cert: tc.certFile, Key: tc.keyFile, Now: func() time.Time { return tc.now }}
+			c := d.Certificate()
+			if c.Status != tc.want || !strings.Contains(c.Found, tc.foundHint) || (c.Status != installer.OK && c.Fix == "") {
+				t.Fatalf("%+v; want %s with %q", c, tc.want, tc.foundHint)
+			}
+		})
 	}
 }

@@ -37,8 +37,10 @@ func doctorCommand() *cli.Command {
 				Proc:   c.String("proc"),
 				Root:   c.String("root"),
 				Target: sysctl.Target{Connections: cfg.TargetConnections, Backlog: cfg.Listen.Backlog},
-				Ports:  append(append([]string(nil), cfg.Listen.Stream...), cfg.Listen.API),
+				Ports:  append(append(append([]string(nil), cfg.Listen.Stream...), cfg.Listen.StreamTLS...), cfg.Listen.API),
 				API:    cfg.Listen.API, Admin: cfg.Listen.Admin,
+				APITLS: cfg.TLS.Enabled() && cfg.TLS.API, ClearPosts: cfg.API.ClearPosts,
+				Cert: cfg.TLS.Cert, Key: cfg.TLS.Key,
 				NoFile: installer.ProcessNoFile,
 				Store:  func(context.Context) (string, error) { return daemon.ProbeStore(cfg.StoreURL()) },
 			}
