@@ -14,7 +14,7 @@ FUZZTIME ?= 30000x
 # package:target for every fuzz target; `make test` runs each for FUZZTIME, `make fuzz` for longer.
 FUZZ := ./daemon/protocol:FuzzParseConnect ./daemon/protocol:FuzzRenderV1 ./daemon/match:FuzzDecodeEvent ./daemon/match:FuzzApply \
         ./cmd/matchstream/matchfile:FuzzRead ./daemon/api:FuzzPostEvents ./daemon/api:FuzzReadRequests \
-        ./cmd/matchstream/bench:FuzzServerTiming
+        ./cmd/matchstream/bench:FuzzServerTiming ./daemon/tlsrecord:FuzzOpen
 
 NFPM     := bin/nfpm
 NFPM_VERSION := v2.44.0
@@ -44,9 +44,9 @@ run: build
 test: test-deps vet unit fuzz-smoke check-monitoring
 
 # The Redis store's tests run a real redis-server on a free port, and the zsh completion is run by
-# a real zsh; never skipped.
+# a real zsh, and the TLS ports are tested against openssl s_client; never skipped.
 test-deps:
-	@for p in redis-server zsh; do command -v $$p >/dev/null || { \
+	@for p in redis-server zsh openssl; do command -v $$p >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then echo "make test: installing $$p with apt-get"; \
 	    apt-get update -qq && apt-get install -y -qq $$p >/dev/null; \
 	  else echo "make test needs $$p: sudo apt-get install $$p"; exit 1; fi; }; done

@@ -92,6 +92,16 @@ target-connections = %d
 # client-queue = 64
 # write-timeout = "30s"
 # handshake-timeout = "10s"
+#
+# TLS: a certificate in /etc/matchstream/tls/ (0640 root:matchstream; certbot's, copied there by
+# /usr/share/matchstream/certbot-deploy-hook), TLS 1.3 stream ports next to the plain ones, and
+# HTTPS on the API port. Watcher posts from other hosts need HTTPS (or clear-posts = true).
+# 'systemctl reload matchstream' reads a renewed certificate; changing these needs a restart.
+# tls-cert = "/etc/matchstream/tls/fullchain.pem"
+# tls-key = "/etc/matchstream/tls/privkey.pem"
+# stream-tls = "0.0.0.0:9443-9444"
+# api-tls = true
+# clear-posts = false
 `, api, admin, stream, t.Backlog, t.Connections)
 }
 

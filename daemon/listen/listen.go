@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -115,6 +116,19 @@ func Open(cfg Config, log *slog.Logger) (*Set, error) {
 			if s.Admin, err = Bind(cfg.Admin, 128); err != nil {
 				s.Close()
 				return nil, err
+			}
+		}
+		if err == nil && !slices.ContainsFunc(s.Stream, func(p *Port) bool { return p.TLS }) {
+			// The packaged socket units hold the plain ports; TLS ports, which need a certificate
+			// first, are bound here unless a socket unit of the operator's passes them (named
+			// FDNameStreamTLS: the way to a port below 1024, which the sandboxed service cannot bind).
+			for _, addr := range cfg.StreamTLS {
+				ln, berr := Bind(addr, cfg.Backlog)
+				if berr != nil {
+					s.Close()
+					return nil, berr
+				}
+				s.Stream = append(s.Stream, &Port{Listener: ln, TLS: true})
 			}
 		}
 		return s, err

@@ -270,7 +270,7 @@ func TestTLSHandover(t *testing.T) {
 func TestTLSWithOpenSSL(t *testing.T) {
 	bin, err := exec.LookPath("openssl")
 	if err != nil {
-		t.Skip("openssl not installed")
+		t.Fatal("openssl is needed (make test-deps installs it)")
 	}
 	s, reg, _ := testServer(t, Config{})
 	tlsPort, cert := withTLSPort(t, s)
