@@ -5,7 +5,9 @@
 # restarted twice while clients keep connecting and none is refused, then three times mid-match with
 # 2,000 clients watching, each of whom gets every event once, and reloaded with a new watcher
 # token, the same process keeping every client; `systemctl status` shows the
-# STATUS= line; `journalctl -u matchstream` has structured fields. Bounded; the namespace and its
+# STATUS= line; `journalctl -u matchstream` has structured fields. Then TLS: a certificate through
+# the certbot deploy hook, TLS and plain clients kept across a restart (their record state in the
+# parcel) and a renewal the hook reloads. Bounded; the namespace and its
 # mounts die with it. This machine's settings are untouched: systemd-sysctl is masked (fs.* are
 # global), and the per-namespace socket knobs are set inside the private network namespace only.
 set -euo pipefail
@@ -200,4 +202,70 @@ grep -q "^ok: 1000 users watched $live to the end (protocol 3): 30 events each" 
 taken=$($NS journalctl -u matchstream --no-pager -o verbose | grep -c "^ *RESUMED=2000$" || true)
 [ "$taken" = 3 ] || fail "want 3 hand-overs of 2,000 clients in the journal, found $taken"
 [ "$($NS systemctl show -p NFileDescriptorStore --value matchstream.service)" = 0 ] || fail "the fd store is not empty after the last start"
+step "TLS: certbot's certificate through the deploy hook; TLS and plain clients kept across a restart and a renewal's reload"
+# mkcert DIR DAYS: a self-signed certificate for 127.0.0.1, laid out as certbot's live directory.
+mkcert() {
+	mkdir -p "$1"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days "$2" -subj /CN=127.0.0.1 \
+		-addext "subjectAltName=IP:127.0.0.1" -keyout "$1/privkey.pem" -out "$1/fullchain.pem" 2>/dev/null ||
+		fail "openssl could not make a test certificate"
+}
+# From the admin listener, which stays plain HTTP on loopback once the API speaks HTTPS.
+subscribed() {
+	$NS bash -c 'exec 3<>/dev/tcp/127.0.0.1/8889 && printf "GET /metrics HTTP/1.0\r\n\r\n" >&3 && cat <&3' 2>/dev/null |
+		grep "^matchstream_match_subscribers{match=\"$1\"" | awk '{print $2}' | grep . || echo 0
+}
+mkcert "$root/root/le/live/stream" 10
+$NS env RENEWED_LINEAGE=/root/le/live/stream /usr/share/matchstream/certbot-deploy-hook || fail "the certbot deploy hook failed"
+modes=$($NS stat -c '%a %U:%G' /etc/matchstream/tls /etc/matchstream/tls/fullchain.pem /etc/matchstream/tls/privkey.pem | tr '\n' ' ')
+[ "$modes" = "750 root:matchstream 640 root:matchstream 640 root:matchstream " ] || fail "/etc/matchstream/tls: $modes"
+cat >> "$root/etc/matchstream/matchstream.toml" <<'TOML'
+tls-cert = "/etc/matchstream/tls/fullchain.pem"
+tls-key = "/etc/matchstream/tls/privkey.pem"
+stream-tls = "127.0.0.1:9443"
+TOML
+doctor=$($NS matchstream doctor --config /etc/matchstream/matchstream.toml 2>&1 || true)
+grep -Eq "^WARN +tls certificate .*\((9|10) days\)" <<<"$doctor" || fail "doctor on a certificate expiring in 10 days: $(grep -i tls <<<"$doctor")"
+$NS systemctl reset-failed matchstream.service
+$NS systemctl restart matchstream.service || fail "the service did not start with TLS"
+ca=/etc/matchstream/tls/fullchain.pem # self-signed: its own authority
+api=https://127.0.0.1:8888
+m3=elp-tig-2011-09-12
+sed -E 's/"start_date": ?"2011-09-10"/"start_date": "2011-09-12"/' "$root/root/start.jsonl" > "$root/root/start3.jsonl"
+$NS timeout 60 matchstream watcher --api $api --token-file /etc/matchstream/watcher.token --speed 0 -q /root/start3.jsonl >/dev/null 2>&1 &&
+	fail "a watcher that does not trust the certificate could post"
+$NS timeout 60 matchstream watcher --api $api --ca $ca --token-file /etc/matchstream/watcher.token --speed 0 -q /root/start3.jsonl >/dev/null ||
+	fail "the watcher could not post over HTTPS"
+$NS timeout 170 matchstream client --api $api --ca $ca --tls --match $m3 -n 200 -c 50 --protocol 3 --timeout 160s > "$work/tls3" 2>&1 &
+tls3=$!
+$NS timeout 170 matchstream client --api $api --ca $ca --match $m3 -n 100 -c 50 --protocol 1 --timeout 160s > "$work/plain1" 2>&1 &
+plain1=$!
+for _ in $(seq 600); do [ "$(subscribed $m3)" -ge 300 ] && break; sleep 0.1; done
+[ "$(subscribed $m3)" -ge 300 ] || fail "300 clients (200 over TLS) did not subscribe: $(subscribed $m3) did; $(cat "$work/tls3")"
+$NS timeout 60 matchstream watcher --api $api --ca $ca --token-file /etc/matchstream/watcher.token --speed 0 -q --match $m3 /root/part1.jsonl >/dev/null
+$NS systemctl reset-failed matchstream.service
+$NS systemctl restart matchstream.service
+[ "$(subscribed $m3)" -ge 300 ] || fail "after a restart with TLS clients: $(subscribed $m3) subscribers, want 300"
+# A renewal: the hook copies it and reloads; the same process goes on, new handshakes present it.
+mkcert "$root/root/le/live/stream" 90
+pid=$($NS systemctl show -p MainPID --value matchstream.service)
+$NS env RENEWED_LINEAGE=/root/le/live/stream /usr/share/matchstream/certbot-deploy-hook || fail "the deploy hook failed on renewal"
+[ "$($NS systemctl show -p MainPID --value matchstream.service)" = "$pid" ] || fail "the renewal restarted the service"
+journal=$($NS journalctl -u matchstream --no-pager)
+grep -q "reload: tls certificate read" <<<"$journal" || fail "the reload did not read the renewed certificate"
+doctor=$($NS matchstream doctor --config /etc/matchstream/matchstream.toml 2>&1 || true)
+grep -Eq "^OK +tls certificate .*\((89|90) days\)" <<<"$doctor" || fail "doctor after the renewal: $(grep -i tls <<<"$doctor")"
+$NS timeout 170 matchstream client --api $api --ca $ca --tls --match $m3 -n 10 --protocol 3 --timeout 150s > "$work/renewed" 2>&1 &
+renewed=$!
+for _ in $(seq 300); do [ "$(subscribed $m3)" -ge 310 ] && break; sleep 0.1; done
+[ "$(subscribed $m3)" -ge 310 ] || fail "clients trusting the renewed certificate: $(cat "$work/renewed")"
+for part in 2 3 4; do
+	$NS timeout 60 matchstream watcher --api $api --ca $ca --token-file /etc/matchstream/watcher.token --speed 0 -q --match $m3 /root/part$part.jsonl >/dev/null
+done
+wait $tls3 || fail "TLS clients: $(cat "$work/tls3")"
+wait $plain1 || fail "plain clients: $(cat "$work/plain1")"
+wait $renewed || fail "clients after the renewal: $(cat "$work/renewed")"
+grep -q "^ok: 200 users watched $m3 to the end (protocol 3): 30 events each" "$work/tls3" || fail "TLS: $(cat "$work/tls3")"
+grep -q "^ok: 100 users watched $m3 to the end (protocol 1): 30 events each" "$work/plain1" || fail "plain: $(cat "$work/plain1")"
+grep -q "^ok: 10 users watched $m3 to the end (protocol 3)" "$work/renewed" || fail "after the renewal: $(cat "$work/renewed")"
 step "OK"
