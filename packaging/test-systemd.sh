@@ -203,11 +203,16 @@ taken=$($NS journalctl -u matchstream --no-pager -o verbose | grep -c "^ *RESUME
 [ "$taken" = 3 ] || fail "want 3 hand-overs of 2,000 clients in the journal, found $taken"
 [ "$($NS systemctl show -p NFileDescriptorStore --value matchstream.service)" = 0 ] || fail "the fd store is not empty after the last start"
 step "TLS: certbot's certificate through the deploy hook; TLS and plain clients kept across a restart and a renewal's reload"
-# mkcert DIR DAYS: a self-signed certificate for 127.0.0.1, laid out as certbot's live directory.
+# A private CA signs the certificates, as a public one signs certbot's: clients trust it, and a
+# renewed certificate with it. mkcert DIR DAYS: a certificate for 127.0.0.1 in certbot's layout.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj "/CN=test CA" \
+	-keyout "$work/ca.key" -out "$root/root/ca.pem" 2>/dev/null || fail "openssl could not make a test CA"
 mkcert() {
 	mkdir -p "$1"
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days "$2" -subj /CN=127.0.0.1 \
-		-addext "subjectAltName=IP:127.0.0.1" -keyout "$1/privkey.pem" -out "$1/fullchain.pem" 2>/dev/null ||
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+		-keyout "$1/privkey.pem" -out "$work/leaf.csr" 2>/dev/null &&
+		openssl x509 -req -in "$work/leaf.csr" -CA "$root/root/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
+			-CAserial "$work/ca.srl" -days "$2" -extfile <(printf "subjectAltName=IP:127.0.0.1\n") -out "$1/fullchain.pem" 2>/dev/null ||
 		fail "openssl could not make a test certificate"
 }
 # From the admin listener, which stays plain HTTP on loopback once the API speaks HTTPS.
@@ -228,7 +233,7 @@ doctor=$($NS matchstream doctor --config /etc/matchstream/matchstream.toml 2>&1 
 grep -Eq "^WARN +tls certificate .*\((9|10) days\)" <<<"$doctor" || fail "doctor on a certificate expiring in 10 days: $(grep -i tls <<<"$doctor")"
 $NS systemctl reset-failed matchstream.service
 $NS systemctl restart matchstream.service || fail "the service did not start with TLS"
-ca=/etc/matchstream/tls/fullchain.pem # self-signed: its own authority
+ca=/root/ca.pem
 api=https://127.0.0.1:8888
 m3=elp-tig-2011-09-12
 sed -E 's/"start_date": ?"2011-09-10"/"start_date": "2011-09-12"/' "$root/root/start.jsonl" > "$root/root/start3.jsonl"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -47,7 +48,10 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "find-limit", Usage: "double N from 16 until a client fails or --max-latency is crossed"},
 			&cli.DurationFlag{Name: "max-latency", Value: time.Second, Usage: "with --find-limit: p99 delivery latency bound"},
 			&cli.IntFlag{Name: "per-process", Usage: "clients per client process (default: the open-files limit less 256)"},
-			&cli.StringFlag{Name: "transport", Value: "tcp", Usage: "how clients watch, comma-separated, each measured in turn: tcp (protocol v3 on the stream ports), v1 (the original's protocol on the stream ports), sse (Server-Sent Events on the API port, as browsers)"},
+			&cli.StringFlag{Name: "transport", Value: "tcp", Usage: "how clients watch, comma-separated, each measured in turn: tcp (protocol v3 on the stream ports), tls (the same on the TLS stream ports), v1 (the original's protocol on the stream ports), sse (Server-Sent Events on the API port, as browsers)"},
+			&cli.BoolFlag{Name: "tls", Usage: "TLS beside plain in the same run: adds the tls transport after the others, and nats-tls after a nats baseline; the report sets TLS against plain (RSS per client, time to the last client, handshakes/s)"},
+			&cli.StringFlag{Name: "stream-tls", Usage: "without --spawn: the daemon's TLS stream ports (host:first-last), for the tls transport"},
+			&cli.StringFlag{Name: "ca", Usage: "without --spawn: the PEM file that trusts the daemon's certificate, for the tls transport"},
 			&cli.DurationFlag{Name: "settle", Usage: "wait this long after the last connect before reading RSS (3m shows what held connections cost, once the connect burst's garbage is collected)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
 			&cli.StringFlag{Name: "report", Usage: "also write a self-contained HTML report to this file"},
@@ -75,10 +79,11 @@ func benchClientsCommand() *cli.Command {
 		Hidden: true,
 		Usage:  "a bench worker: holds a share of the clients, driven on stdin",
 		Flags: []cli.Flag{&cli.StringFlag{Name: "addrs"}, &cli.StringFlag{Name: "matches"}, &cli.StringFlag{Name: "transport", Value: "tcp"}, &cli.IntFlag{Name: "offset"},
+			&cli.StringFlag{Name: "ca", Usage: "TLS: the daemon's CA file (empty: plain TCP)"},
 			&cli.IntFlag{Name: "n"}, &cli.IntFlag{Name: "c", Value: 100}},
 		Action: func(c *cli.Context) error {
 			return bench.ServeClients(c.Context, strings.Split(c.String("addrs"), ","), strings.Split(c.String("matches"), ","),
-				c.String("transport"), c.Int("offset"), c.Int("n"), c.Int("c"), os.Stdin, os.Stdout)
+				c.String("transport"), c.String("ca"), c.Int("offset"), c.Int("n"), c.Int("c"), os.Stdin, os.Stdout)
 		},
 	}
 }
@@ -110,22 +115,43 @@ func runBench(c *cli.Context) error {
 	}
 	for _, tr := range strings.Split(c.String("transport"), ",") {
 		switch tr = strings.TrimSpace(tr); tr {
-		case "tcp", "v1", "sse":
+		case "tcp", "tls", "v1", "sse":
 			cfg.Transports = append(cfg.Transports, tr)
 		default:
-			return usageErr(fmt.Errorf("unknown transport %q: want tcp, v1 or sse", tr), "")
+			return usageErr(fmt.Errorf("unknown transport %q: want tcp, tls, v1 or sse", tr), "")
 		}
+	}
+	if c.Bool("tls") && !slices.Contains(cfg.Transports, "tls") {
+		cfg.Transports = append(cfg.Transports, "tls")
 	}
 	for _, b := range strings.Split(c.String("baseline"), ",") {
 		switch b = strings.TrimSpace(b); b {
 		case "":
-		case "floor", "naive", "nats", "mosquitto":
+		case "floor", "naive", "nats", "nats-tls", "mosquitto":
 			if !bench.Baselines {
 				return usageErr(fmt.Errorf("--baseline %s: %w", b, bench.ErrNoBaselines), "")
 			}
-			cfg.Baselines = append(cfg.Baselines, b)
+			if !slices.Contains(cfg.Baselines, b) {
+				cfg.Baselines = append(cfg.Baselines, b)
+			}
+			if b == "nats" && c.Bool("tls") && !slices.Contains(cfg.Baselines, "nats-tls") {
+				cfg.Baselines = append(cfg.Baselines, "nats-tls")
+			}
 		default:
-			return usageErr(fmt.Errorf("unknown baseline %q: want floor, naive, nats or mosquitto", b), "")
+			return usageErr(fmt.Errorf("unknown baseline %q: want floor, naive, nats, nats-tls or mosquitto", b), "")
+		}
+	}
+	if slices.Contains(cfg.Transports, "tls") && !cfg.Spawn {
+		if c.String("stream-tls") == "" || c.String("ca") == "" {
+			return usageErr(errors.New("the tls transport without --spawn needs --stream-tls and --ca"), "")
+		}
+		addrs, err := listen.ParseRange(c.String("stream-tls"))
+		if err != nil {
+			return usageErr(err, "")
+		}
+		cfg.StreamTLS, cfg.CAFile = addrs, c.String("ca")
+		if cfg.TLS, err = bench.ClientTLS(cfg.CAFile); err != nil {
+			return usageErr(fmt.Errorf("--ca: %w", err), "")
 		}
 	}
 	var lim syscall.Rlimit

@@ -3,46 +3,22 @@ package tlsrecord
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"strings"
 	"testing"
 	"time"
-)
 
-// testCert is a self-signed ECDSA P-256 certificate for 127.0.0.1 and the client pool that trusts it.
-func testCert(t testing.TB) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
-}
+	"matchstream/daemon/daemontest"
+)
 
 // pair is a handshake done by Handshake on the server side and crypto/tls on the client side, over
 // loopback TCP: the server's raw socket and state, and the client's tls.Conn.
 func pair(t *testing.T) (net.Conn, *State, *tls.Conn) {
 	t.Helper()
-	cert, pool := testCert(t)
+	cert := daemontest.NewCert(t, time.Hour)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -61,10 +37,11 @@ func pair(t *testing.T) (net.Conn, *State, *tls.Conn) {
 			ch <- result{err: err}
 			return
 		}
-		st, cs, err := Handshake(context.Background(), nc, ServerConfig(&tls.Config{Certificates: []tls.Certificate{cert}}))
+		st, cs, err := Handshake(context.Background(), nc, ServerConfig(&tls.Config{Certificates: []tls.Certificate{cert.Pair}}))
 		ch <- result{nc, st, cs, err}
 	}()
-	ccfg := &tls.Config{RootCAs: pool, ServerName: "localhost"}
+	ccfg := cert.ClientConfig()
+	ccfg.ServerName = "localhost"
 	tc, err := tls.Dial("tcp", ln.Addr().String(), ccfg)
 	if err != nil {
 		t.Fatal(err)

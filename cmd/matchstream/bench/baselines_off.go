@@ -17,4 +17,4 @@ func ServeBaseline(string, string, int, io.Reader, io.Writer) error { return Err
 
 func runMosquitto(context.Context, *Config) (*Figures, error) { return nil, ErrNoBaselines }
 
-func runNATS(context.Context, *Config) (*Figures, error) { return nil, ErrNoBaselines }
+func runNATS(context.Context, *Config, bool) (*Figures, error) { return nil, ErrNoBaselines }

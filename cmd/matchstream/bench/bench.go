@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"matchstream/daemon/certs"
 	"matchstream/daemon/match"
 )
 
@@ -52,9 +54,14 @@ type Config struct {
 	// PerProcess caps the clients one process holds; above it they are spread over worker processes.
 	PerProcess int
 	// Transports are how the clients watch, each measured in turn: "tcp" (protocol v3 on the stream
-	// ports; the default), "v1" (the original's protocol there) and "sse" (Server-Sent Events on
-	// the API port, as browsers do).
+	// ports; the default), "tls" (the same on the TLS stream ports), "v1" (the original's protocol
+	// on the stream ports) and "sse" (Server-Sent Events on the API port, as browsers do).
 	Transports []string
+	// StreamTLS are the daemon's TLS stream ports, for the "tls" transport; TLS is the clients'
+	// side of it (the daemon's CA), and CAFile its file, for worker processes.
+	StreamTLS []string
+	TLS       *tls.Config
+	CAFile    string
 	// Settle is a pause between the last connect and the RSS reading: what the connect burst
 	// allocated (HTTP request state, fasthttp's idle workers' stacks) is then collected and
 	// returned, and the reading shows what the held connections cost.
@@ -87,7 +94,11 @@ type Figures struct {
 	ConnectMax  float64 `json:"connect_max_ms"`
 	// FirstP50/FirstP99: from the dial to the server's first bytes (for us the status line after
 	// the connect line; the floor answers the connect line with one too): what a user waits for.
-	FirstP50     float64 `json:"first_bytes_p50_ms"`
+	// ConnectSec is the connect phase's wall time (every client dialled, handshaken for TLS, and
+	// its connect line sent), and ConnectsPerSec what it comes to: with TLS, handshakes a second.
+	ConnectSec     float64 `json:"connect_seconds"`
+	ConnectsPerSec float64 `json:"connects_per_second"`
+	FirstP50       float64 `json:"first_bytes_p50_ms"`
 	FirstP99     float64 `json:"first_bytes_p99_ms"`
 	RSSPerConnKB float64 `json:"rss_per_connection_kb"`
 	RSSBaseMB    float64 `json:"rss_before_mb"`
@@ -196,12 +207,18 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		f, err := func() (*Figures, error) {
 			c := cfg
 			if c.Spawn {
-				d, err := spawnDaemon(ctx)
+				d, err := spawnDaemon(ctx, tr == "tls")
 				if err != nil {
 					return nil, err
 				}
 				defer d.stop()
 				c.API, c.Token, c.Stream, c.DaemonPID = d.api, d.token, d.stream, d.pid
+				if tr == "tls" {
+					c.StreamTLS, c.CAFile = d.streamTLS, d.caFile
+					if c.TLS, err = ClientTLS(d.caFile); err != nil {
+						return nil, err
+					}
+				}
 			}
 			return runMatchstream(ctx, &c, tr)
 		}()
@@ -215,8 +232,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		switch kind {
 		case "mosquitto":
 			run = func(ctx context.Context, cfg *Config, _ string) (*Figures, error) { return runMosquitto(ctx, cfg) }
-		case "nats":
-			run = func(ctx context.Context, cfg *Config, _ string) (*Figures, error) { return runNATS(ctx, cfg) }
+		case "nats", "nats-tls":
+			run = func(ctx context.Context, cfg *Config, kind string) (*Figures, error) { return runNATS(ctx, cfg, kind == "nats-tls") }
 		}
 		f, err := run(ctx, &cfg, kind)
 		if err != nil {
@@ -251,6 +268,12 @@ func runMatchstream(ctx context.Context, cfg *Config, transport string) (*Figure
 	}
 	if transport == "v1" {
 		server = "matchstream-v1"
+	}
+	if transport == "tls" {
+		if len(cfg.StreamTLS) == 0 || cfg.TLS == nil {
+			return nil, fmt.Errorf("--transport tls: the daemon's TLS stream ports (--stream-tls) and its CA (--ca) are needed, or --spawn")
+		}
+		server, addrs = "matchstream-tls", cfg.StreamTLS
 	}
 	c := *cfg
 	c.Transports = []string{transport} // what workers, if any, speak
@@ -314,21 +337,25 @@ func measure(ctx context.Context, cfg *Config, server string, addrs []string, pi
 		transport = cfg.Transports[0]
 	}
 	line := func(i int) string { return connectLine(transport, i, ids[i%len(ids)]) }
-	return measureLoad(ctx, cfg, server, addrs, pid, ids, line, nil, settled, event, end)
+	var tlsCfg *tls.Config
+	if transport == "tls" {
+		tlsCfg = cfg.TLS
+	}
+	return measureLoad(ctx, cfg, server, addrs, pid, ids, line, tlsCfg, nil, settled, event, end)
 }
 
 // measureWith is measure for clients that speak another protocol (MQTT): always in this process,
 // with the fleet handed to the caller for its readiness check.
 func measureWith(ctx context.Context, cfg *Config, server string, addrs []string, pid int, line func(int) string,
-	fleetOut **fleet, settled func(expect int) error, event func() error) (*Figures, error) {
+	tlsCfg *tls.Config, fleetOut **fleet, settled func(expect int) error, event func() error) (*Figures, error) {
 	c := *cfg
 	c.PerProcess = 0
 	untimed := func() (time.Duration, error) { return 0, event() }
-	return measureLoad(ctx, &c, server, addrs, pid, nil, line, fleetOut, settled, untimed, func() {})
+	return measureLoad(ctx, &c, server, addrs, pid, nil, line, tlsCfg, fleetOut, settled, untimed, func() {})
 }
 
 func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string, pid int, ids []string,
-	line func(int) string, fleetOut **fleet, settled func(expect int) error, event func() (server time.Duration, err error), end func()) (*Figures, error) {
+	line func(int) string, tlsCfg *tls.Config, fleetOut **fleet, settled func(expect int) error, event func() (server time.Duration, err error), end func()) (*Figures, error) {
 	fig := &Figures{Server: server, Users: cfg.Users, Events: cfg.Events}
 	time.Sleep(200 * time.Millisecond) // let the server's heap settle before the baseline reading
 	pids := []int{pid}
@@ -337,19 +364,24 @@ func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string
 	}
 	before := rssSum(pids)
 	var fl clients
+	connectStart := time.Now()
 	if per := cfg.PerProcess; per > 0 && cfg.Users > per {
 		cfg.progress("%s: connecting %d clients from %d processes", server, cfg.Users, (cfg.Users+per-1)/per)
 		transport := "tcp"
 		if len(cfg.Transports) == 1 {
 			transport = cfg.Transports[0]
 		}
-		w, err := spawnWorkers(ctx, cfg.Users, cfg.Concurrency, per, addrs, ids, transport)
+		caFile := ""
+		if tlsCfg != nil {
+			caFile = cfg.CAFile
+		}
+		w, err := spawnWorkers(ctx, cfg.Users, cfg.Concurrency, per, addrs, ids, transport, caFile)
 		if err != nil {
 			return nil, err
 		}
 		fl = w
 	} else {
-		local := dialAll(ctx, cfg.Users, cfg.Concurrency, addrs, line, func(done int) {
+		local := dialAll(ctx, cfg.Users, cfg.Concurrency, addrs, line, tlsCfg, func(done int) {
 			if done%500 == 0 || done == cfg.Users {
 				cfg.progress("%s: connected %d/%d", server, done, cfg.Users)
 			}
@@ -369,6 +401,10 @@ func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string
 	}
 	defer finish()
 	fig.Connected, fig.Refused, fig.TimedOut, fig.OtherErrors = fl.counts()
+	if d := time.Since(connectStart); d > 0 {
+		fig.ConnectSec = d.Seconds()
+		fig.ConnectsPerSec = float64(fig.Connected) / d.Seconds()
+	}
 	if err := settled(fig.Connected); err != nil {
 		return nil, err
 	}
@@ -446,6 +482,15 @@ func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string
 		fig.AllDelivered = false
 	}
 	return fig, nil
+}
+
+// ClientTLS trusts the certificates in caFile (a spawned daemon's self-signed one), for 127.0.0.1.
+func ClientTLS(caFile string) (*tls.Config, error) {
+	pool, err := certs.Pool(caFile)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13}, nil
 }
 
 // post posts one event as the watcher does, and returns the daemon's own time for it (its

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"runtime"
@@ -66,8 +67,9 @@ func (f *fleet) allReady(d time.Duration) bool {
 	return true
 }
 
-// dialAll connects n clients to addrs (round-robin), at most c at once, sending line(i) on each.
-func dialAll(ctx context.Context, n, c int, addrs []string, line func(i int) string, progress func(done int)) *fleet {
+// dialAll connects n clients to addrs (round-robin), at most c at once, sending line(i) on each;
+// with tlsCfg, each does a TLS handshake first (part of its connect time).
+func dialAll(ctx context.Context, n, c int, addrs []string, line func(i int) string, tlsCfg *tls.Config, progress func(done int)) *fleet {
 	f := &fleet{conns: make([]net.Conn, n), connect: make([]time.Duration, n), started: make([]time.Time, n),
 		first: make([]atomic.Int64, n), lat: make([][]time.Duration, n),
 		received: make([]atomic.Int64, n), lastRecv: make([]atomic.Int64, n), ready: make([]atomic.Bool, n)}
@@ -95,6 +97,22 @@ func dialAll(ctx context.Context, n, c int, addrs []string, line func(i int) str
 					f.otherErr.Add(1)
 				}
 				return
+			}
+			if tlsCfg != nil {
+				tc := tls.Client(conn, tlsCfg)
+				hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				err := tc.HandshakeContext(hctx)
+				cancel()
+				if err != nil {
+					if errors.Is(err, context.DeadlineExceeded) {
+						f.timedOut.Add(1)
+					} else {
+						f.otherErr.Add(1)
+					}
+					conn.Close()
+					return
+				}
+				conn = tc
 			}
 			f.connect[i] = time.Since(t0)
 			if _, err := conn.Write([]byte(line(i))); err != nil {

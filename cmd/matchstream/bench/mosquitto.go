@@ -74,7 +74,7 @@ func runMosquitto(ctx context.Context, cfg *Config) (*Figures, error) {
 	publish := func(payload string) error { _, err := b.pub.Write(mqttPublish(payload)); return err }
 	var fl *fleet
 	event := func() error { return publish(stampPrefix + strconv.FormatInt(time.Now().UnixNano(), 10) + "\n") }
-	return measureWith(ctx, cfg, "mosquitto", []string{addr}, b.cmd.Process.Pid, mqttSubscribeLine, &fl,
+	return measureWith(ctx, cfg, "mosquitto", []string{addr}, b.cmd.Process.Pid, mqttSubscribeLine, nil, &fl,
 		settleByMarker("mosquitto", publish, &fl), event)
 }
 

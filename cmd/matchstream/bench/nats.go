@@ -5,6 +5,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,13 +13,16 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"matchstream/daemon/certs"
 )
 
 // The NATS baseline: the peer people would pick. nats-server (built from the Go module proxy at
 // the version the Makefile pins, into bin/, or found on PATH) runs for the run; the same clients
 // speak its text protocol (CONNECT, SUB to one subject) and each event is one PUB whose payload
 // carries the stamp. The server's PINGs are turned off for the run, as our clients do not answer
-// them.
+// them. With TLS (the nats-tls baseline) the server has a self-signed certificate and
+// handshake_first, so its clients start with the TLS handshake, as ours do on a TLS port.
 
 const natsSubject = "matchstream.bench"
 
@@ -46,18 +50,42 @@ func natsServer() (string, error) {
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
-func runNATS(ctx context.Context, cfg *Config) (*Figures, error) {
+func runNATS(ctx context.Context, cfg *Config, withTLS bool) (*Figures, error) {
 	exe, err := natsServer()
 	if err != nil {
 		return nil, err
 	}
+	var tlsCfg *tls.Config
+	tlsConf := ""
+	if withTLS {
+		dir, err := os.MkdirTemp("", "matchstream-nats-tls-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		certFile, keyFile, err := certs.SelfSigned(dir, []string{"127.0.0.1"}, 24*time.Hour)
+		if err != nil {
+			return nil, err
+		}
+		if tlsCfg, err = ClientTLS(certFile); err != nil {
+			return nil, err
+		}
+		tlsConf = fmt.Sprintf("tls {\n  cert_file: %q\n  key_file: %q\n  handshake_first: true\n  timeout: 10\n}\n", certFile, keyFile)
+	}
 	b, addr, err := startBroker(ctx, "nats-server", exe, func(addr string) string {
-		return fmt.Sprintf("listen: %s\nping_interval: \"1h\"\nmax_connections: 1000000\n", addr)
+		return fmt.Sprintf("listen: %s\nping_interval: \"1h\"\nmax_connections: 1000000\n%s", addr, tlsConf)
 	}, func(conf string) []string { return []string{"-c", conf} })
 	if err != nil {
 		return nil, err
 	}
 	defer b.stop()
+	if tlsCfg != nil {
+		tc := tls.Client(b.pub, tlsCfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, fmt.Errorf("nats-server: tls handshake: %w", err)
+		}
+		b.pub = tc
+	}
 	r := bufio.NewReader(b.pub)
 	if info, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(info, "INFO ") {
 		return nil, fmt.Errorf("nats-server: no INFO from it: %q %v", info, err)
@@ -77,6 +105,10 @@ func runNATS(ctx context.Context, cfg *Config) (*Figures, error) {
 	publish := func(payload string) error { _, err := b.pub.Write(natsPublish(payload)); return err }
 	var fl *fleet
 	event := func() error { return publish(stampPrefix + strconv.FormatInt(time.Now().UnixNano(), 10) + "\n") }
-	return measureWith(ctx, cfg, "nats", []string{addr}, b.cmd.Process.Pid, natsSubscribeLine, &fl,
+	name := "nats"
+	if withTLS {
+		name = "nats-tls"
+	}
+	return measureWith(ctx, cfg, name, []string{addr}, b.cmd.Process.Pid, natsSubscribeLine, tlsCfg, &fl,
 		settleByMarker("nats", publish, &fl), event)
 }

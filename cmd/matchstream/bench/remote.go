@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -70,12 +71,19 @@ type workerReport struct {
 // ServeClients is a worker process (`matchstream bench-clients`): it connects n clients, numbered
 // from offset, and answers the parent on stdin/stdout:
 // "WAIT <k> <timeout ns>" → "GOT <ok> <last arrival ns>"; "END" → one JSON workerReport line.
-func ServeClients(ctx context.Context, addrs, ids []string, transport string, offset, n, c int, in io.Reader, out io.Writer) error {
+func ServeClients(ctx context.Context, addrs, ids []string, transport, caFile string, offset, n, c int, in io.Reader, out io.Writer) error {
 	line := func(i int) string {
 		g := offset + i
 		return connectLine(transport, g, ids[g%len(ids)])
 	}
-	fl := dialAll(ctx, n, c, addrs, line, nil)
+	var tlsCfg *tls.Config
+	if caFile != "" {
+		var err error
+		if tlsCfg, err = ClientTLS(caFile); err != nil {
+			return err
+		}
+	}
+	fl := dialAll(ctx, n, c, addrs, line, tlsCfg, nil)
 	conn, ref, to, oth := fl.counts()
 	fmt.Fprintf(out, "CONNECTED %d %d %d %d\n", conn, ref, to, oth)
 	sc := bufio.NewScanner(in)
@@ -122,7 +130,7 @@ type workers struct {
 }
 
 // spawnWorkers starts ceil(n/per) workers, each connecting its share with its share of c.
-func spawnWorkers(ctx context.Context, n, c, per int, addrs, ids []string, transport string) (*workers, error) {
+func spawnWorkers(ctx context.Context, n, c, per int, addrs, ids []string, transport, caFile string) (*workers, error) {
 	exe, err := selfExe()
 	if err != nil {
 		return nil, err
@@ -134,7 +142,7 @@ func spawnWorkers(ctx context.Context, n, c, per int, addrs, ids []string, trans
 	for i := range count {
 		share := min(per, n-i*per)
 		cmd := exec.CommandContext(ctx, exe, "bench-clients", "--addrs", strings.Join(addrs, ","), "--matches", strings.Join(ids, ","), "--transport", transport,
-			"--offset", strconv.Itoa(i*per), "-n", strconv.Itoa(share), "-c", strconv.Itoa(max(1, c/count)))
+			"--offset", strconv.Itoa(i*per), "-n", strconv.Itoa(share), "-c", strconv.Itoa(max(1, c/count)), "--ca", caFile)
 		in, _ := cmd.StdinPipe()
 		out, _ := cmd.StdoutPipe()
 		cmd.Stderr = os.Stderr

@@ -20,10 +20,10 @@ func serverPost(f Figures) string {
 func Print(w io.Writer, r *Result) {
 	fmt.Fprintf(w, "machine: %s\n", r.Machine)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "server\tusers\tconnected\trefused\ttimed out\tconnect p50/p99 ms\tfirst bytes p50/p99 ms\tRSS/conn KB\tto last client ms\tlatency p50/p99/max ms\tpost p50/p99 ms\tserver post p50/p99 ms\tCPU/event ms\tdeliveries/s\tall delivered")
+	fmt.Fprintln(tw, "server\tusers\tconnected\trefused\ttimed out\tconnect p50/p99 ms\tconnects/s\tfirst bytes p50/p99 ms\tRSS/conn KB\tto last client ms\tlatency p50/p99/max ms\tpost p50/p99 ms\tserver post p50/p99 ms\tCPU/event ms\tdeliveries/s\tall delivered")
 	for _, f := range r.Runs {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.1f/%.1f\t%.1f/%.1f\t%.2f\t%.1f\t%.1f/%.1f/%.1f\t%.1f/%.1f\t%s\t%.1f\t%.0f\t%v\n", f.Server, f.Users, f.Connected,
-			f.Refused, f.TimedOut, f.ConnectP50, f.ConnectP99, f.FirstP50, f.FirstP99, f.RSSPerConnKB, f.LastClientMs, f.LatencyP50, f.LatencyP99,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.1f/%.1f\t%.0f\t%.1f/%.1f\t%.2f\t%.1f\t%.1f/%.1f/%.1f\t%.1f/%.1f\t%s\t%.1f\t%.0f\t%v\n", f.Server, f.Users, f.Connected,
+			f.Refused, f.TimedOut, f.ConnectP50, f.ConnectP99, f.ConnectsPerSec, f.FirstP50, f.FirstP99, f.RSSPerConnKB, f.LastClientMs, f.LatencyP50, f.LatencyP99,
 			f.LatencyMax, f.PostP50Ms, f.PostP99Ms, serverPost(f), f.CPUPerEventMs, f.DeliveriesSec, f.AllDelivered)
 	}
 	tw.Flush()
@@ -31,11 +31,31 @@ func Print(w io.Writer, r *Result) {
 		return
 	}
 	ms := r.Runs[0]
-	for _, b := range r.Runs[1:] {
-		fmt.Fprintf(w, "%s / %s: to last client %s, latency p99 %s, CPU per event %s, RSS per connection %s, first bytes p99 %s\n",
-			ms.Server, b.Server, ratio(ms.LastClientMs, b.LastClientMs), ratio(ms.LatencyP99, b.LatencyP99),
-			ratio(ms.CPUPerEventMs, b.CPUPerEventMs), ratio(ms.RSSPerConnKB, b.RSSPerConnKB), ratio(ms.FirstP99, b.FirstP99))
+	var ours *Figures // our TLS run: set against our plain one and against NATS over TLS
+	for i, b := range r.Runs[1:] {
+		if b.Server == "matchstream-tls" && ms.Server == "matchstream" {
+			ours = &r.Runs[1+i]
+			continue
+		}
+		compare(w, ms, b)
 	}
+	if ours == nil {
+		return
+	}
+	compare(w, *ours, ms)
+	for _, b := range r.Runs {
+		if b.Server == "nats-tls" {
+			compare(w, *ours, b)
+		}
+	}
+}
+
+// compare prints a's figures as ratios to b's.
+func compare(w io.Writer, a, b Figures) {
+	fmt.Fprintf(w, "%s / %s: to last client %s, latency p99 %s, CPU per event %s, RSS per connection %s, first bytes p99 %s, connects/s %s\n",
+		a.Server, b.Server, ratio(a.LastClientMs, b.LastClientMs), ratio(a.LatencyP99, b.LatencyP99),
+		ratio(a.CPUPerEventMs, b.CPUPerEventMs), ratio(a.RSSPerConnKB, b.RSSPerConnKB), ratio(a.FirstP99, b.FirstP99),
+		ratio(a.ConnectsPerSec, b.ConnectsPerSec))
 }
 
 func ratio(a, b float64) string {

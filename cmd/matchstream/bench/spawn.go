@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"matchstream/daemon/certs"
 	"matchstream/daemon/listen"
 )
 
@@ -21,6 +22,8 @@ import (
 type spawned struct {
 	api, token string
 	stream     []string
+	streamTLS  []string // with TLS: its TLS stream ports, and the CA file that trusts its certificate
+	caFile     string
 	pid        int
 	cmd        *exec.Cmd
 	done       chan struct{} // closed once the daemon has exited (and been waited for)
@@ -30,12 +33,12 @@ type spawned struct {
 // spawnDaemon starts a daemon for the bench on free loopback ports. A port checked free can still
 // be taken before the daemon binds it (another process's connection): a daemon that exits before
 // it is healthy is started again on other ports, up to three times.
-func spawnDaemon(ctx context.Context) (*spawned, error) {
+func spawnDaemon(ctx context.Context, withTLS bool) (*spawned, error) {
 	var err error
 	for range 3 {
 		var s *spawned
 		var exited bool
-		if s, exited, err = spawnOnce(ctx); err == nil || !exited {
+		if s, exited, err = spawnOnce(ctx, withTLS); err == nil || !exited {
 			return s, err
 		}
 	}
@@ -47,7 +50,7 @@ func spawnDaemon(ctx context.Context) (*spawned, error) {
 // search for a free source port of 19,000 loopback connects took seconds and slowed their connects).
 const spawnedPorts = 4
 
-func spawnOnce(ctx context.Context) (_ *spawned, exited bool, _ error) {
+func spawnOnce(ctx context.Context, withTLS bool) (_ *spawned, exited bool, _ error) {
 	exe, err := selfExe()
 	if err != nil {
 		return nil, false, err
@@ -56,20 +59,37 @@ func spawnOnce(ctx context.Context) (_ *spawned, exited bool, _ error) {
 	if err != nil {
 		return nil, false, err
 	}
-	_, addrs, err := freeRange(1 + spawnedPorts)
+	n := 1 + spawnedPorts
+	if withTLS {
+		n += spawnedPorts
+	}
+	_, addrs, err := freeRange(n)
 	if err != nil {
 		return nil, false, err
 	}
-	api, stream := addrs[0], addrs[1:]
-	rng := fmt.Sprintf("%s-%d", stream[0], portOf(stream[len(stream)-1]))
-	cmd := exec.CommandContext(ctx, exe, "serve", "--config", "/dev/null", "--state-dir", dir, "--api", api,
-		"--stream", rng, "--log-level", "error", "--handshake-timeout", "30s")
+	api, stream := addrs[0], addrs[1:1+spawnedPorts]
+	rng := func(as []string) string { return fmt.Sprintf("%s-%d", as[0], portOf(as[len(as)-1])) }
+	args := []string{"serve", "--config", "/dev/null", "--state-dir", dir, "--api", api,
+		"--stream", rng(stream), "--log-level", "error", "--handshake-timeout", "30s"}
+	var streamTLS []string
+	var caFile string
+	if withTLS {
+		// The API stays plain (on loopback): the run measures the stream ports, not the posts.
+		streamTLS = addrs[1+spawnedPorts:]
+		certFile, keyFile, err := certs.SelfSigned(dir, []string{"127.0.0.1"}, 24*time.Hour)
+		if err != nil {
+			return nil, false, err
+		}
+		caFile = certFile
+		args = append(args, "--stream-tls", rng(streamTLS), "--tls-cert", certFile, "--tls-key", keyFile, "--api-tls=false")
+	}
+	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, false, err
 	}
 	done := make(chan struct{})
-	s := &spawned{api: "http://" + api, stream: stream, pid: cmd.Process.Pid, cmd: cmd, dir: dir, done: done}
+	s := &spawned{api: "http://" + api, stream: stream, streamTLS: streamTLS, caFile: caFile, pid: cmd.Process.Pid, cmd: cmd, dir: dir, done: done}
 	go func() { cmd.Wait(); close(done) }()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
