@@ -36,4 +36,6 @@ func NewCert(t testing.TB, validFor time.Duration) Cert {
 }
 
 // ClientConfig trusts c only.
-func (c Cert) ClientConfig() *tls.Config { return &tls.Config{RootCAs: c.Pool, MinVersion: tls.VersionTLS13} }
+func (c Cert) ClientConfig() *tls.Config {
+	return &tls.Config{RootCAs: c.Pool, MinVersion: tls.VersionTLS13}
+}

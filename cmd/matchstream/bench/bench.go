@@ -99,10 +99,10 @@ type Figures struct {
 	ConnectSec     float64 `json:"connect_seconds"`
 	ConnectsPerSec float64 `json:"connects_per_second"`
 	FirstP50       float64 `json:"first_bytes_p50_ms"`
-	FirstP99     float64 `json:"first_bytes_p99_ms"`
-	RSSPerConnKB float64 `json:"rss_per_connection_kb"`
-	RSSBaseMB    float64 `json:"rss_before_mb"`
-	RSSLoadedMB  float64 `json:"rss_loaded_mb"`
+	FirstP99       float64 `json:"first_bytes_p99_ms"`
+	RSSPerConnKB   float64 `json:"rss_per_connection_kb"`
+	RSSBaseMB      float64 `json:"rss_before_mb"`
+	RSSLoadedMB    float64 `json:"rss_loaded_mb"`
 	// RSSPerProcessMB is each server process's RSS under load (one per node in a multi-node run).
 	RSSPerProcessMB []float64 `json:"rss_per_process_mb,omitempty"`
 	Events          int       `json:"events"`
@@ -233,7 +233,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		case "mosquitto":
 			run = func(ctx context.Context, cfg *Config, _ string) (*Figures, error) { return runMosquitto(ctx, cfg) }
 		case "nats", "nats-tls":
-			run = func(ctx context.Context, cfg *Config, kind string) (*Figures, error) { return runNATS(ctx, cfg, kind == "nats-tls") }
+			run = func(ctx context.Context, cfg *Config, kind string) (*Figures, error) {
+				return runNATS(ctx, cfg, kind == "nats-tls")
+			}
 		}
 		f, err := run(ctx, &cfg, kind)
 		if err != nil {
