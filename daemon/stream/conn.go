@@ -45,10 +45,15 @@ type conn struct {
 	wake          chan struct{} // made on the first EAGAIN: the poller signals "writable"
 	writeDeadline time.Time
 
-	// tls is the record layer of a connection on a TLS port, after its handshake; nil on a plain
-	// port. Its write side and out are guarded by tmu, its read side by the dispatch lock.
-	tls *tlsrecord.State
-	tmu sync.Mutex
+	// tls is a TLS port's connection state after its handshake; nil on a plain port, which so
+	// pays one pointer for it.
+	tls *tlsConn
+}
+
+// tlsConn is what a TLS connection holds beyond a plain one, in one allocation.
+type tlsConn struct {
+	rec tlsrecord.State // its write side under mu, its read side under the poller's dispatch lock
+	mu  sync.Mutex
 	out []byte // sealed records the socket has not taken yet; nil when none
 }
 

@@ -42,7 +42,7 @@ func (s *Server) Handover(ctx context.Context) (conns []handover.Conn, release f
 				if c.Backlogged() {
 					continue // the end of a record is still to go: it gets the shutdown notice
 				}
-				sn := c.tls.Snapshot()
+				sn := c.tls.rec.Snapshot()
 				rec.TLS = &sn
 			}
 			if !c.detach() {
@@ -145,7 +145,7 @@ func (s *Server) Adopt(conns []handover.Conn, ports []*listen.Port) (resumed, cl
 				closed++
 				continue
 			}
-			c.tls = st
+			c.tls = &tlsConn{rec: *st}
 		}
 		port.Conns.Add(1)
 		if rec.Match != "" {

@@ -59,7 +59,7 @@ func (s *Server) handshakeTLS(fd int, port *listen.Port, p *poller, cfg *tls.Con
 		return
 	}
 	s.TLSHandshakes.Add(1)
-	c := &conn{fd: fd, srv: s, port: port, poller: p, handshaking: true, tls: st}
+	c := &conn{fd: fd, srv: s, port: port, poller: p, handshaking: true, tls: &tlsConn{rec: *st}}
 	port.Conns.Add(1)
 	p.dispatch.Lock() // c's read side is the poller's from now on; a hand-over waits for this
 	defer p.dispatch.Unlock()
@@ -126,7 +126,7 @@ func (c *conn) readableTLS(hangup, peerClosed bool) {
 			}
 			return
 		}
-		buf, in, err := c.tls.Open(c.buf, scratch[:n], c.sub != nil)
+		buf, in, err := c.tls.rec.Open(c.buf, scratch[:n], c.sub != nil)
 		if err != nil {
 			c.srv.log.Debug("tls: client input", "err", err)
 			c.srv.TLSFailed.Add(1)
@@ -162,7 +162,7 @@ func (c *conn) readableTLS(hangup, peerClosed bool) {
 // unless the socket kept part of it.
 var sealBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
-// seal seals bufs under tmu; the buffer goes back to sealBufs with release.
+// seal seals bufs under c.tls.mu; the buffer goes back to sealBufs with release.
 func (c *conn) seal(bufs [][]byte) (rec []byte, release func(), err error) {
 	total := 0
 	for _, b := range bufs {
@@ -173,7 +173,7 @@ func (c *conn) seal(bufs [][]byte) (rec []byte, release func(), err error) {
 		b := make([]byte, 0, need)
 		bp = &b
 	}
-	rec, err = c.tls.Seal((*bp)[:0], bufs...)
+	rec, err = c.tls.rec.Seal((*bp)[:0], bufs...)
 	return rec, func() {
 		if cap(*bp) <= 64<<10 {
 			*bp = rec[:0]
@@ -194,15 +194,15 @@ func (c *conn) writeNow(p []byte) {
 		rawWrite(c.fd, p)
 		return
 	}
-	c.tmu.Lock()
-	defer c.tmu.Unlock()
-	if len(c.out) > 0 {
+	c.tls.mu.Lock()
+	defer c.tls.mu.Unlock()
+	if len(c.tls.out) > 0 {
 		return
 	}
 	rec, release, err := c.seal([][]byte{p})
 	if err == nil {
 		if n, _ := rawWrite(c.fd, rec); n > 0 && n < len(rec) {
-			c.out = append([]byte(nil), rec[n:]...)
+			c.tls.out = append([]byte(nil), rec[n:]...)
 		}
 	}
 	release()
@@ -210,14 +210,14 @@ func (c *conn) writeNow(p []byte) {
 
 // closeNotify tells the client we send nothing more, if the socket takes it now; under c.mu.
 func (c *conn) closeNotify() {
-	c.tmu.Lock()
-	defer c.tmu.Unlock()
-	if len(c.out) > 0 {
-		rawWrite(c.fd, c.out) // the end of a record first, or the alert is garbage to the client
-		c.out = nil
+	c.tls.mu.Lock()
+	defer c.tls.mu.Unlock()
+	if len(c.tls.out) > 0 {
+		rawWrite(c.fd, c.tls.out) // the end of a record first, or the alert is garbage to the client
+		c.tls.out = nil
 	}
 	var b [64]byte
-	if rec, err := c.tls.CloseNotify(b[:0]); err == nil {
+	if rec, err := c.tls.rec.CloseNotify(b[:0]); err == nil {
 		rawWrite(c.fd, rec)
 	}
 }
@@ -225,14 +225,17 @@ func (c *conn) closeNotify() {
 // Backlogged reports sealed bytes the socket has not taken yet: the hub keeps its flush going
 // until they are written (Writev writes them first).
 func (c *conn) Backlogged() bool {
-	c.tmu.Lock()
-	defer c.tmu.Unlock()
-	return len(c.out) > 0
+	if c.tls == nil {
+		return false
+	}
+	c.tls.mu.Lock()
+	defer c.tls.mu.Unlock()
+	return len(c.tls.out) > 0
 }
 
 // tryWritevTLS is TryWritev on a TLS port: it seals all of bufs into records and writes them in one
 // write(2). If the socket takes nothing, the records are unsealed (the sequence number goes back)
-// and 0 is returned; if it takes part, the rest is kept in c.out and all of bufs is reported
+// and 0 is returned; if it takes part, the rest is kept in c.tls.out and all of bufs is reported
 // written: a record cannot be cut, so its tail must go out before anything else.
 func (c *conn) tryWritevTLS(bufs [][]byte) (int, error) {
 	c.mu.RLock()
@@ -240,14 +243,14 @@ func (c *conn) tryWritevTLS(bufs [][]byte) (int, error) {
 	if c.closed {
 		return 0, errClosed
 	}
-	c.tmu.Lock()
-	defer c.tmu.Unlock()
-	if len(c.out) > 0 {
-		if err := c.flushOut(); err != nil || len(c.out) > 0 {
+	c.tls.mu.Lock()
+	defer c.tls.mu.Unlock()
+	if len(c.tls.out) > 0 {
+		if err := c.flushOut(); err != nil || len(c.tls.out) > 0 {
 			return 0, err
 		}
 	}
-	mark := c.tls.Mark()
+	mark := c.tls.rec.Mark()
 	rec, release, err := c.seal(bufs)
 	defer release()
 	if err != nil {
@@ -258,10 +261,10 @@ func (c *conn) tryWritevTLS(bufs [][]byte) (int, error) {
 	case err != nil:
 		return 0, err
 	case n == 0:
-		c.tls.Undo(mark)
+		c.tls.rec.Undo(mark)
 		return 0, nil
 	case n < len(rec):
-		c.out = append([]byte(nil), rec[n:]...)
+		c.tls.out = append([]byte(nil), rec[n:]...)
 	}
 	total := 0
 	for _, b := range bufs {
@@ -289,23 +292,23 @@ func (c *conn) writevTLS(bufs [][]byte) (int64, error) {
 			c.mu.RUnlock()
 			return 0, errClosed
 		}
-		c.tmu.Lock()
+		c.tls.mu.Lock()
 		err := c.flushOut()
-		if err == nil && len(c.out) == 0 && len(bufs) > 0 {
-			// A batch is sealed once; what the socket does not take now waits in c.out.
+		if err == nil && len(c.tls.out) == 0 && len(bufs) > 0 {
+			// A batch is sealed once; what the socket does not take now waits in c.tls.out.
 			var rec []byte
 			var release func()
 			if rec, release, err = c.seal(bufs); err == nil {
 				var n int
 				if n, err = c.writeRaw(rec); err == nil && n < len(rec) {
-					c.out = append([]byte(nil), rec[n:]...)
+					c.tls.out = append([]byte(nil), rec[n:]...)
 				}
 				bufs = nil
 			}
 			release()
 		}
-		done := len(c.out) == 0 && len(bufs) == 0
-		c.tmu.Unlock()
+		done := len(c.tls.out) == 0 && len(bufs) == 0
+		c.tls.mu.Unlock()
 		c.mu.RUnlock()
 		switch {
 		case err != nil:
@@ -325,21 +328,21 @@ func (c *conn) writevTLS(bufs [][]byte) (int64, error) {
 	}
 }
 
-// flushOut writes what it can of c.out; under mu (read) and tmu.
+// flushOut writes what it can of c.tls.out; under c.mu (read) and c.tls.mu.
 func (c *conn) flushOut() error {
-	for len(c.out) > 0 {
-		n, err := c.writeRaw(c.out)
+	for len(c.tls.out) > 0 {
+		n, err := c.writeRaw(c.tls.out)
 		if err != nil {
 			return err
 		}
 		if n == 0 {
 			return nil
 		}
-		if n == len(c.out) {
-			c.out = nil
+		if n == len(c.tls.out) {
+			c.tls.out = nil
 			return nil
 		}
-		c.out = c.out[n:]
+		c.tls.out = c.tls.out[n:]
 	}
 	return nil
 }

@@ -325,7 +325,7 @@ func keyUpdatesRead(s *Server) int {
 		p.dispatch.Lock()
 		for _, c := range p.all() {
 			if c.tls != nil {
-				n += c.tls.Updates()
+				n += c.tls.rec.Updates()
 			}
 		}
 		p.dispatch.Unlock()
