@@ -85,6 +85,7 @@ type Server struct {
 	// TLSHandshakes counts TLS handshakes completed; TLSFailed those that failed and connections
 	// cut for a record that did not open.
 	TLSHandshakes, TLSFailed atomic.Int64
+	release                  burstRelease // returns a TLS handshake burst's memory to the system
 }
 
 // New returns a stream server feeding clients from reg; it starts its pollers and the handshake

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -331,4 +332,29 @@ func keyUpdatesRead(s *Server) int {
 		p.dispatch.Unlock()
 	}
 	return n
+}
+
+// A handshake burst's memory is released once, in the lull after it: not for a few handshakes,
+// not while handshakes go on.
+func TestBurstRelease(t *testing.T) {
+	var freed atomic.Int64
+	b := &burstRelease{free: func() { freed.Add(1) }, quiet: 20 * time.Millisecond}
+	for range releaseAfter - 1 {
+		b.start()
+		b.done()
+	}
+	if b.pending.Load() {
+		t.Fatal("a release scheduled after fewer than releaseAfter handshakes")
+	}
+	b.start() // the burst's last, and one that stays in flight through the lull
+	b.start()
+	b.done()
+	if b.pending.Load() {
+		t.Fatal("a release scheduled with a handshake in flight")
+	}
+	b.done()
+	waitCond(t, "the release", func() bool { return freed.Load() == 1 })
+	if b.since.Load() != 0 {
+		t.Fatalf("%d handshakes counted after the release", b.since.Load())
+	}
 }
