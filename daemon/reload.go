@@ -15,11 +15,12 @@ import (
 // Reload applies a new configuration without dropping a client (SIGHUP, `systemctl reload`). The
 // watcher token is read again, from the configuration or its file, and the token it replaces is
 // accepted for WatcherTokenGrace more. The TLS certificate is read again: new handshakes present
-// it, established connections keep theirs. The client limits (client-queue, write-timeout) apply to
-// the running hubs too. The settings that need new listeners or a new store, and the limits the
-// pollers and the HTTP server read, keep their running values until the next restart, and the log
-// says which. A configuration that does not load or validate is refused whole, with the reason,
-// and the running one stays.
+// it, established connections keep theirs. The stream limits (handshake-timeout, max-line,
+// conn-rate, conn-burst, keepalive, send-buffer, welcome) apply to new connections, the client
+// limits (client-queue, write-timeout) to the running hubs too. The settings that need new
+// listeners or a new store, and the HTTP server's (max-body), keep their running values until the
+// next restart, and the log says which. A configuration that does not load or validate is refused
+// whole, with the reason, and the running one stays.
 // systemd is told RELOADING=1, then READY=1 whatever the outcome: the service still serves.
 func (s *Server) Reload(load func() (Config, error)) error {
 	var ts unix.Timespec
@@ -56,6 +57,13 @@ func (s *Server) Reload(load func() (Config, error)) error {
 		s.log.Info("reload: client limits changed", "client_queue", next.Hub.QueueLimit, "write_timeout", next.Hub.WriteTimeout)
 		s.hub = next.Hub
 	}
+	if next.Stream != s.stream {
+		s.streams.SetLimits(next.Stream)
+		s.log.Info("reload: stream limits changed", "handshake_timeout", next.Stream.HandshakeTimeout, "max_line", next.Stream.MaxLine,
+			"conn_rate", next.Stream.ConnRate, "conn_burst", next.Stream.ConnBurst, "keepalive", next.Stream.KeepAlive,
+			"send_buffer", next.Stream.SendBuffer, "welcome", next.Stream.Welcome)
+		s.stream = next.Stream
+	}
 	if cert != nil {
 		s.cert.Replace(cert)
 		s.log.Info("reload: tls certificate read", "subject", cert.Leaf.Subject.String(),
@@ -70,8 +78,8 @@ func (s *Server) Reload(load func() (Config, error)) error {
 }
 
 // needRestart names the settings of next that differ from c and that a reload does not apply
-// (all but the watcher token, its grace, the client limits and the log level, which the CLI
-// applies).
+// (all but the watcher token, its grace, the client and stream limits, the certificate's files
+// and the log level, which the CLI applies).
 func (c Config) needRestart(next Config) []string {
 	var out []string
 	for _, f := range []struct {
@@ -99,7 +107,6 @@ func (c Config) needRestart(next Config) []string {
 		{"keep-ended", c.KeepEnded, next.KeepEnded},
 		{"max-clock-skew", c.MaxClockSkew, next.MaxClockSkew},
 		{"max-body", c.API.MaxBodySize, next.API.MaxBodySize},
-		{"stream limits (handshake-timeout, max-line, keepalive, conn-rate, send-buffer, welcome)", c.Stream, next.Stream},
 	} {
 		if !reflect.DeepEqual(f.was, f.will) {
 			out = append(out, f.name)

@@ -50,6 +50,7 @@ type Server struct {
 	http    *fasthttp.Server
 	admin   *fasthttp.Server // nil: no admin listener
 	hub     hub.Config       // the client limits in force: the configuration's, or a reload's
+	stream  stream.Config    // the stream limits in force, likewise
 	cert    *certs.Cert      // nil: no certificate configured
 	cluster atomic.Pointer[[]store.NodeLoad]
 
@@ -76,7 +77,7 @@ type Server struct {
 // New opens the listeners, the watcher token, the store and the live matches; it serves nothing
 // yet. On error everything it opened is closed.
 func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
-	s := &Server{cfg: cfg, hub: cfg.Hub, log: log, notify: handover.Notifier{Socket: cfg.Systemd.NotifySocket},
+	s := &Server{cfg: cfg, hub: cfg.Hub, stream: cfg.Stream, log: log, notify: handover.Notifier{Socket: cfg.Systemd.NotifySocket},
 		readyC: make(chan struct{}), stopped: make(chan struct{}), errc: make(chan error, 1)}
 	defer func() {
 		if err != nil {

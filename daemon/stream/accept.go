@@ -148,13 +148,14 @@ func (p *poller) accept(a *acceptor) {
 		var fd int
 		var sa unix.Sockaddr
 		var err error
-		if s.limit != nil { // the rate limit needs the peer's address
+		limit := s.limit.Load()
+		if limit != nil { // the rate limit needs the peer's address
 			fd, sa, err = unix.Accept4(a.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		} else {
 			fd, err = rawAccept(a.lfd)
 		}
 		switch {
-		case err == nil && s.limit != nil && !s.limit.allow(addrOf(sa), time.Now()):
+		case err == nil && limit != nil && !limit.allow(addrOf(sa), time.Now()):
 			s.Refused[protocol.CodeRateLimited].Add(1)
 			if !a.port.TLS { // a TLS client would take a clear-text line for a broken handshake
 				frame := (&protocol.Error{Code: protocol.CodeRateLimited, Detail: "too many connections from " + addrOf(sa).String()}).Frame()
@@ -216,7 +217,7 @@ func (p *poller) accepted(fd int, port *listen.Port) {
 		unix.Close(fd)
 		return
 	}
-	if s.cfg.Welcome {
+	if s.conf().Welcome {
 		rawWrite(fd, []byte(protocol.Welcome)) // a fresh socket has room for it
 	}
 	c := &conn{fd: fd, srv: s, port: port, poller: p, handshaking: true, buf: make([]byte, 0, 128)}
@@ -251,6 +252,6 @@ func (p *poller) accepted(fd int, port *listen.Port) {
 // the handshake timeout.
 func (s *Server) waitForLine(c *conn) {
 	s.hsMu.Lock()
-	s.hs = append(s.hs, pending{c, time.Now().Add(s.cfg.HandshakeTimeout)})
+	s.hs = append(s.hs, pending{c, time.Now().Add(s.conf().HandshakeTimeout)})
 	s.hsMu.Unlock()
 }

@@ -128,7 +128,7 @@ func (c *conn) readable(hangup, peerClosed bool) {
 
 // handshake tries to complete the connect line; it reports whether the read loop should stop.
 func (c *conn) handshake(eof bool) bool {
-	line, ok, err := protocol.CutLine(c.buf, c.srv.cfg.MaxLine)
+	line, ok, err := protocol.CutLine(c.buf, c.srv.conf().MaxLine)
 	if err == nil && !ok {
 		if !eof {
 			return false
@@ -167,7 +167,7 @@ func (c *conn) handshake(eof bool) bool {
 			}
 		}
 	}
-	c.refuse(protocol.ErrorFor(err, c.srv.cfg.MaxLine))
+	c.refuse(protocol.ErrorFor(err, c.srv.conf().MaxLine))
 	return true
 }
 
@@ -186,7 +186,7 @@ func (c *conn) handshakeTimeout() {
 	expired := !c.closed && c.handshaking
 	c.mu.RUnlock()
 	if expired {
-		c.refuse(protocol.ErrorFor(os.ErrDeadlineExceeded, c.srv.cfg.MaxLine))
+		c.refuse(protocol.ErrorFor(os.ErrDeadlineExceeded, c.srv.conf().MaxLine))
 	}
 }
 

@@ -76,7 +76,7 @@ func (s *Server) Handover(ctx context.Context) (conns []handover.Conn, release f
 				continue
 			}
 			s.hsMu.Lock()
-			s.hs = append(s.hs, pending{c, now.Add(s.cfg.HandshakeTimeout)})
+			s.hs = append(s.hs, pending{c, now.Add(s.conf().HandshakeTimeout)})
 			s.hsMu.Unlock()
 			if len(c.buf) > 0 && !c.restoring {
 				c.handshake(false) // the line may be complete: answer it now
@@ -160,7 +160,7 @@ func (s *Server) Adopt(conns []handover.Conn, ports []*listen.Port) (resumed, cl
 		} else {
 			c.handshaking, c.buf = true, rec.Pending
 			s.hsMu.Lock()
-			s.hs = append(s.hs, pending{c, now.Add(s.cfg.HandshakeTimeout)})
+			s.hs = append(s.hs, pending{c, now.Add(s.conf().HandshakeTimeout)})
 			s.hsMu.Unlock()
 			if len(c.buf) > 0 {
 				c.handshake(false)

@@ -55,7 +55,7 @@ const DefaultSendBuffer = 64 << 10
 
 // Server serves the stream ports.
 type Server struct {
-	cfg     Config
+	cfg     atomic.Pointer[Config] // SetLimits replaces it
 	reg     *live.Registry
 	log     *slog.Logger
 	pollers []*poller
@@ -79,7 +79,7 @@ type Server struct {
 	HandoverFailures atomic.Int64
 	// Refused counts handshakes answered with ERROR:, by protocol error code (fixed keys).
 	Refused map[string]*atomic.Int64
-	limit   *limiter // nil: no per-address connection rate limit
+	limit   atomic.Pointer[limiter] // nil: no per-address connection rate limit
 
 	tlsConfig atomic.Pointer[tls.Config] // what TLS ports handshake with (SetTLS)
 	// TLSHandshakes counts TLS handshakes completed; TLSFailed those that failed and connections
@@ -91,8 +91,10 @@ type Server struct {
 // New returns a stream server feeding clients from reg; it starts its pollers and the handshake
 // sweeper, which Shutdown stops.
 func New(cfg Config, reg *live.Registry, log *slog.Logger) (*Server, error) {
-	s := &Server{cfg: cfg, reg: reg, log: log, stop: make(chan struct{}), accepting: []*acceptor{},
-		Refused: map[string]*atomic.Int64{}, limit: newLimiter(cfg.ConnRate, cfg.ConnBurst)}
+	s := &Server{reg: reg, log: log, stop: make(chan struct{}), accepting: []*acceptor{},
+		Refused: map[string]*atomic.Int64{}}
+	s.cfg.Store(&cfg)
+	s.limit.Store(newLimiter(cfg.ConnRate, cfg.ConnBurst))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, code := range []string{protocol.CodeNotFound, protocol.CodeBadRequest, protocol.CodeUnsupportedVersion,
 		protocol.CodeLineTooLong, protocol.CodeTimeout, protocol.CodeRateLimited} {
@@ -115,17 +117,40 @@ func New(cfg Config, reg *live.Registry, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
+// conf is the configuration in force.
+func (s *Server) conf() *Config { return s.cfg.Load() }
+
+// SetLimits applies a reloaded configuration to the connections from now on: the handshake
+// timeout, the longest connect line, the banner, the per-address rate limit (its counts start
+// afresh) and the socket options (set again on the listeners, which pass them to the sockets they
+// accept). Connections already open keep what they had; one already waiting for its connect line
+// may be cut as late as its old deadline, when the timeout was shortened (the sweeper looks at
+// deadlines in arrival order).
+func (s *Server) SetLimits(cfg Config) {
+	s.cfg.Store(&cfg)
+	s.limit.Store(newLimiter(cfg.ConnRate, cfg.ConnBurst))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.accepting {
+		if a.listenerTuned {
+			if err := s.tune(a.lfd); err != nil {
+				s.log.Warn("reload: socket options on a listener", "port", a.port.Number(), "err", err)
+			}
+		}
+	}
+}
+
 // tune sets a client socket's options, or a listening socket's for the sockets it accepts: no
 // Nagle delay, keepalive to find half-open connections, and the configured send buffer.
 func (s *Server) tune(fd int) error {
 	opts := [][3]int{{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1}}
-	if ka := s.cfg.KeepAlive; ka > 0 {
+	if ka := s.conf().KeepAlive; ka > 0 {
 		secs := max(1, int(ka.Seconds()))
 		opts = append(opts, [3]int{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1}, [3]int{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs},
 			[3]int{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, max(1, secs/3)}, [3]int{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 3})
 	}
-	if s.cfg.SendBuffer > 0 {
-		opts = append(opts, [3]int{unix.SOL_SOCKET, unix.SO_SNDBUF, s.cfg.SendBuffer})
+	if s.conf().SendBuffer > 0 {
+		opts = append(opts, [3]int{unix.SOL_SOCKET, unix.SO_SNDBUF, s.conf().SendBuffer})
 	}
 	var errs []error
 	for _, o := range opts {
@@ -138,15 +163,15 @@ func (s *Server) tune(fd int) error {
 
 // sweep cuts connections that sent no connect line in time.
 func (s *Server) sweep() {
-	t := time.NewTicker(max(10*time.Millisecond, min(s.cfg.HandshakeTimeout/10, 250*time.Millisecond)))
+	t := time.NewTicker(max(10*time.Millisecond, min(s.conf().HandshakeTimeout/10, 250*time.Millisecond)))
 	defer t.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
 		case now := <-t.C:
-			if s.limit != nil && now.Second() == 0 {
-				s.limit.prune(now)
+			if l := s.limit.Load(); l != nil && now.Second() == 0 {
+				l.prune(now)
 			}
 			s.hsMu.Lock()
 			i := 0

@@ -81,7 +81,7 @@ func (s *Server) readThenHandshake(c *conn, read func(ctx context.Context) error
 		switch {
 		case closed || c.sub != nil:
 		case err != nil:
-			c.refuse(protocol.ErrorFor(err, s.cfg.MaxLine))
+			c.refuse(protocol.ErrorFor(err, s.conf().MaxLine))
 		default:
 			c.handshake(false)
 		}

@@ -98,7 +98,7 @@ func (s *Server) handshakeTLS(fd int, port *listen.Port, p *poller, cfg *tls.Con
 		unix.Close(fd)
 		return
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, s.conf().HandshakeTimeout)
 	st, _, err := tlsrecord.Handshake(ctx, nc, cfg)
 	cancel()
 	nc.Close() // our duplicate only: fd stays open
@@ -117,7 +117,7 @@ func (s *Server) handshakeTLS(fd int, port *listen.Port, p *poller, cfg *tls.Con
 		c.Close()
 		return
 	}
-	if s.cfg.Welcome {
+	if s.conf().Welcome {
 		c.writeNow([]byte(protocol.Welcome))
 	}
 	if err := p.add(c); err != nil {
