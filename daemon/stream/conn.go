@@ -65,6 +65,14 @@ func (c *conn) readable(hangup, peerClosed bool) {
 	if (c.readDone || c.restoring) && !hangup {
 		return
 	}
+	if c.awaitingHello() {
+		if hangup {
+			c.Close()
+		} else {
+			c.helloArrived()
+		}
+		return
+	}
 	if c.tls != nil {
 		c.readableTLS(hangup, peerClosed)
 		return
@@ -184,7 +192,13 @@ func (c *conn) refuse(pe *protocol.Error) {
 func (c *conn) handshakeTimeout() {
 	c.mu.RLock()
 	expired := !c.closed && c.handshaking
+	silent := c.awaitingHello() // no TLS yet: a clear-text error would be garbage to the client
 	c.mu.RUnlock()
+	if expired && silent {
+		c.srv.TLSFailed.Add(1)
+		c.Close()
+		return
+	}
 	if expired {
 		c.refuse(protocol.ErrorFor(os.ErrDeadlineExceeded, c.srv.conf().MaxLine))
 	}

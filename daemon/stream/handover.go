@@ -28,6 +28,9 @@ func (s *Server) Handover(ctx context.Context) (conns []handover.Conn, release f
 	var detached []*conn
 	for _, p := range s.pollers {
 		for _, c := range p.all() {
+			if c.awaitingHello() {
+				continue // no TLS state to hand on yet: closed here, the client connects again
+			}
 			rec := handover.Conn{FD: c.fd}
 			if c.sub != nil {
 				id, seq, ok := s.reg.Detach(c.sub)

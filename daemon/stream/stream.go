@@ -86,6 +86,12 @@ type Server struct {
 	// cut for a record that did not open.
 	TLSHandshakes, TLSFailed atomic.Int64
 	release                  burstRelease // returns a TLS handshake burst's memory to the system
+	tlsSlots                 int          // tests: handshakeSlots; 0 is the default
+	hsQueue                  struct {
+		sync.Mutex
+		running int         // goroutines running handshakes (handshakeSlots at most)
+		waiting []queuedTLS // accepted, waiting for a slot, oldest first
+	}
 }
 
 // New returns a stream server feeding clients from reg; it starts its pollers and the handshake

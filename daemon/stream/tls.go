@@ -17,31 +17,125 @@ import (
 	"matchstream/daemon/tlsrecord"
 )
 
-// TLS ports. A connection's handshake is crypto/tls's, on a goroutine of its own that lives only
-// as long as the handshake; then the connection joins its poller like any other, holding only its
-// record state (package tlsrecord): no goroutine, no buffer, no tls.Conn. The connect line and
-// everything after it are opened and sealed here, frame by frame: the hub renders a frame once
-// and each TLS subscriber seals it with its own key as it is written.
+// TLS ports. A connection waits for its ClientHello in the poller, like a plain one for its
+// connect line: a client that says nothing costs what it costs on a plain port, and is cut at the
+// handshake timeout. Once the hello arrives, crypto/tls does the handshake on a goroutine that
+// lives only as long as the handshake (at most handshakeSlots at once); then the connection goes
+// back to its poller, holding only its record state (package tlsrecord): no goroutine, no buffer,
+// no tls.Conn. The connect line and everything after it are opened and sealed here, frame by
+// frame: the hub renders a frame once and each TLS subscriber seals it with its own key as it is
+// written.
 
 // SetTLS sets the configuration TLS ports handshake with (from tlsrecord.ServerConfig, typically
 // with a GetCertificate that follows certificate reloads); nil refuses their connections.
 func (s *Server) SetTLS(cfg *tls.Config) { s.tlsConfig.Store(cfg) }
 
-// acceptedTLS starts the handshake of a connection accepted on a TLS port.
+// awaitingHello reports a TLS port's connection before its handshake; under the dispatch lock.
+func (c *conn) awaitingHello() bool { return c.port.TLS && c.tls == nil }
+
+// acceptedTLS registers a connection accepted on a TLS port, and starts its handshake at once if
+// its ClientHello is there (in a connect burst it is).
 func (p *poller) acceptedTLS(fd int, port *listen.Port) {
 	s := p.srv
-	cfg := s.tlsConfig.Load()
-	if cfg == nil || s.closed.Load() {
+	if s.tlsConfig.Load() == nil || s.closed.Load() {
 		unix.Close(fd)
 		return
 	}
+	c := &conn{fd: fd, srv: s, port: port, poller: p, handshaking: true}
+	port.Conns.Add(1)
+	if err := p.add(c); err != nil {
+		s.log.Warn("epoll add", "err", err)
+		c.Close()
+		return
+	}
+	var b [1]byte
+	if n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT); err == nil && n > 0 {
+		c.helloArrived()
+		return
+	}
+	s.waitForLine(c) // the sweeper closes it if no hello comes in time
+}
+
+// helloArrived hands a connection whose ClientHello has arrived to a handshake goroutine: out of
+// the poller (crypto/tls reads it now) and off the sweeper's list (the handshake has its own
+// timeout); under the dispatch lock.
+func (c *conn) helloArrived() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.handshaking = false
+	c.poller.remove(c)
+	c.mu.Unlock()
+	s := c.srv
+	s.hsQueue.Lock()
+	if s.hsQueue.running >= s.handshakeSlots() {
+		if len(s.hsQueue.waiting) >= maxQueuedHandshakes {
+			s.hsQueue.Unlock()
+			s.TLSFailed.Add(1)
+			c.Close() // a flood of hellos: the client may try again
+			return
+		}
+		s.hsQueue.waiting = append(s.hsQueue.waiting, queuedTLS{c, time.Now()})
+		s.hsQueue.Unlock()
+		return
+	}
+	s.hsQueue.running++
+	s.hsQueue.Unlock()
 	s.wg.Add(1)
-	s.release.start()
-	go func() {
-		defer s.wg.Done()
-		defer s.release.done()
-		s.handshakeTLS(fd, port, p, cfg)
-	}()
+	go s.handshakes(queuedTLS{c, time.Now()})
+}
+
+// A handshake costs a goroutine and crypto/tls's state, tens of kilobytes, while it runs, and a
+// client that sent its hello can still make it last the handshake timeout by saying nothing more.
+// At most handshakeSlots run at once, so such a flood costs a bounded amount of memory; the rest
+// wait as connections in arrival order (up to maxQueuedHandshakes), and one that waited longer
+// than the handshake timeout is closed unheard. 512 per CPU keep every CPU busy with the
+// handshakes of clients a few hundred milliseconds away.
+const (
+	slotsPerCPU         = 512
+	maxQueuedHandshakes = 1 << 16
+)
+
+func (s *Server) handshakeSlots() int {
+	if s.tlsSlots > 0 {
+		return s.tlsSlots
+	}
+	return slotsPerCPU * len(s.pollers)
+}
+
+// queuedTLS is a connection whose hello has arrived, waiting for a handshake slot since at.
+type queuedTLS struct {
+	c  *conn
+	at time.Time
+}
+
+// handshakes runs q's handshake, then those queued meanwhile, until the queue is empty: the
+// goroutine holds one slot.
+func (s *Server) handshakes(q queuedTLS) {
+	defer s.wg.Done()
+	for {
+		cfg := s.tlsConfig.Load()
+		if cfg == nil || time.Since(q.at) > s.conf().HandshakeTimeout || s.closed.Load() {
+			s.TLSFailed.Add(1)
+			q.c.Close()
+		} else {
+			s.release.start()
+			s.handshakeTLS(q.c, cfg)
+			s.release.done()
+		}
+		s.hsQueue.Lock()
+		if len(s.hsQueue.waiting) == 0 {
+			s.hsQueue.running--
+			s.hsQueue.waiting = nil // a flood's backing array goes
+			s.hsQueue.Unlock()
+			return
+		}
+		q = s.hsQueue.waiting[0]
+		s.hsQueue.waiting = s.hsQueue.waiting[1:]
+		s.hsQueue.Unlock()
+	}
 }
 
 // A TLS handshake holds tens of kilobytes while it runs (crypto/tls's buffers, the handshake
@@ -89,30 +183,33 @@ func (b *burstRelease) done() {
 	})
 }
 
-// handshakeTLS runs the handshake within the handshake timeout (Shutdown cuts it short), then
-// serves the connection from poller p.
-func (s *Server) handshakeTLS(fd int, port *listen.Port, p *poller, cfg *tls.Config) {
-	nc, err := fileConn(fd)
+// handshakeTLS runs c's handshake within the handshake timeout (Shutdown cuts it short), then
+// gives c back to its poller. Meanwhile nothing else touches c: it is in no poller and the
+// sweeper passes it by.
+func (s *Server) handshakeTLS(c *conn, cfg *tls.Config) {
+	nc, err := fileConn(c.fd)
 	if err != nil {
 		s.log.Warn("tls: taking the connection", "err", err)
-		unix.Close(fd)
+		c.Close()
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.conf().HandshakeTimeout)
 	st, _, err := tlsrecord.Handshake(ctx, nc, cfg)
 	cancel()
-	nc.Close() // our duplicate only: fd stays open
+	nc.Close() // our duplicate only: c.fd stays open
 	if err != nil {
 		s.TLSFailed.Add(1)
 		s.log.Debug("tls handshake failed", "err", err)
-		unix.Close(fd)
+		c.Close()
 		return
 	}
 	s.TLSHandshakes.Add(1)
-	c := &conn{fd: fd, srv: s, port: port, poller: p, handshaking: true, tls: &tlsConn{rec: *st}}
-	port.Conns.Add(1)
+	p := c.poller
 	p.dispatch.Lock() // c's read side is the poller's from now on; a hand-over waits for this
 	defer p.dispatch.Unlock()
+	c.mu.Lock()
+	c.tls, c.handshaking = &tlsConn{rec: *st}, true
+	c.mu.Unlock()
 	if s.closed.Load() {
 		c.Close()
 		return

@@ -358,3 +358,43 @@ func TestBurstRelease(t *testing.T) {
 		t.Fatalf("%d handshakes counted after the release", b.since.Load())
 	}
 }
+
+// Floods of TLS connections: those that never send a hello wait in the poller like plain ones
+// (no handshake runs for them), those that stop mid-hello hold at most the handshake slots (the
+// rest wait their turn), and a real client is served through both.
+func TestTLSHandshakeFlood(t *testing.T) {
+	s, reg, _ := testServer(t, Config{HandshakeTimeout: 300 * time.Millisecond})
+	s.tlsSlots = 2
+	tlsPort, cert := withTLSPort(t, s)
+	liveMatch(t, reg)
+	queued := func() (running, waiting int) {
+		s.hsQueue.Lock()
+		defer s.hsQueue.Unlock()
+		return s.hsQueue.running, len(s.hsQueue.waiting)
+	}
+	served := func(name string) {
+		t.Helper()
+		c := dialTLS(t, tlsPort, cert, "VERSION:3:CONNECT:"+name+":MATCH:"+liveID+"\r\n")
+		if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.Contains(line, `"seq":1,`) {
+			t.Fatalf("%s: %q %v", name, line, err)
+		}
+	}
+	for range 50 {
+		dialLine(t, tlsPort, "")
+	}
+	waitCond(t, "50 silent connections held", func() bool { return tlsPort.Conns.Load() == 50 })
+	if r, w := queued(); r != 0 || w != 0 {
+		t.Fatalf("silent connections: %d handshakes running, %d queued; want none", r, w)
+	}
+	served("behind the silent ones")
+	// A handshake record header, then nothing: crypto/tls waits for the rest.
+	for range 20 {
+		dialLine(t, tlsPort, "\x16\x03\x01\x02\x00")
+	}
+	waitCond(t, "18 stalled hellos queued", func() bool { _, w := queued(); return w == 18 })
+	if r, _ := queued(); r != 2 {
+		t.Fatalf("%d handshakes running, want the 2 slots", r)
+	}
+	waitCond(t, "the stalled hellos cut", func() bool { r, w := queued(); return r == 0 && w == 0 })
+	served("after the stalled ones")
+}
