@@ -52,7 +52,9 @@ type conn struct {
 
 // tlsConn is what a TLS connection holds beyond a plain one, in one allocation.
 type tlsConn struct {
-	rec tlsrecord.State // its write side under mu, its read side under the poller's dispatch lock
+	// rec's write side is used under mu, its read side under the poller's dispatch lock and mu
+	// both (a key update the client asks for is the write side's to send).
+	rec tlsrecord.State
 	mu  sync.Mutex
 	out []byte // sealed records the socket has not taken yet; nil when none
 }

@@ -45,7 +45,9 @@ func (s *Server) Handover(ctx context.Context) (conns []handover.Conn, release f
 				if c.Backlogged() {
 					continue // the end of a record is still to go: it gets the shutdown notice
 				}
+				c.tls.mu.Lock()
 				sn := c.tls.rec.Snapshot()
+				c.tls.mu.Unlock()
 				rec.TLS = &sn
 			}
 			if !c.detach() {

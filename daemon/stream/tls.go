@@ -273,7 +273,11 @@ func (c *conn) readableTLS(hangup, peerClosed bool) {
 			}
 			return
 		}
+		// Under mu: a key update the client asks for is the write side's to send (and a write that
+		// undoes its records must not undo the request with them).
+		c.tls.mu.Lock()
 		buf, in, err := c.tls.rec.Open(c.buf, scratch[:n], c.sub != nil)
+		c.tls.mu.Unlock()
 		if err != nil {
 			c.srv.log.Debug("tls: client input", "err", err)
 			c.srv.TLSFailed.Add(1)

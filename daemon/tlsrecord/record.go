@@ -64,11 +64,10 @@ type direction struct {
 	seq    uint64
 }
 
-// State is one connection's record layer, server side. Seal and Open may run concurrently (the
-// write and read directions are separate), but each must be serialised with itself by the caller,
-// except that a key update the client asks for (Open) is taken up by the next Seal: updateDue is
-// the only field both touch, and the caller's locks must make that visible (the stream layer
-// opens and seals under the connection's locks).
+// State is one connection's record layer, server side. It is not safe for concurrent use: Open
+// records a key update the client asks for, which the next Seal sends (and Undo can take back
+// with the records it undoes), so the caller serialises them all (the stream layer holds the
+// connection's TLS lock around each).
 type State struct {
 	suite     uint16
 	w, r      direction
