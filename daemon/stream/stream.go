@@ -87,6 +87,7 @@ type Server struct {
 	TLSHandshakes, TLSFailed atomic.Int64
 	release                  burstRelease // returns a TLS handshake burst's memory to the system
 	tlsSlots                 int          // tests: handshakeSlots; 0 is the default
+	sealBufs                 sync.Pool    // *[]byte: what TLS writes seal frames into
 	hsQueue                  struct {
 		sync.Mutex
 		running int         // goroutines running handshakes (handshakeSlots at most)

@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -309,28 +308,28 @@ func (c *conn) readableTLS(hangup, peerClosed bool) {
 	}
 }
 
-// sealBufs holds the buffers frames are sealed into; one is taken per write and given back
-// unless the socket kept part of it.
-var sealBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
-// seal seals bufs under c.tls.mu; the buffer goes back to sealBufs with release.
-func (c *conn) seal(bufs [][]byte) (rec []byte, release func(), err error) {
+// seal seals bufs into a buffer from the server's pool, under c.tls.mu; the caller gives the
+// buffer back with putSealBuf once written (a tail the socket did not take is copied out first).
+func (c *conn) seal(bufs [][]byte) (rec []byte, bp *[]byte, err error) {
 	total := 0
 	for _, b := range bufs {
 		total += len(b)
 	}
-	bp := sealBufs.Get().(*[]byte)
-	if need := total + tlsrecord.Overhead(total); cap(*bp) < need {
-		b := make([]byte, 0, need)
+	bp, _ = c.srv.sealBufs.Get().(*[]byte)
+	if need := total + tlsrecord.Overhead(total); bp == nil || cap(*bp) < need {
+		b := make([]byte, 0, max(need, 4096))
 		bp = &b
 	}
 	rec, err = c.tls.rec.Seal((*bp)[:0], bufs...)
-	return rec, func() {
-		if cap(*bp) <= 64<<10 {
-			*bp = rec[:0]
-			sealBufs.Put(bp)
-		}
-	}, err
+	return rec, bp, err
+}
+
+// putSealBuf gives a buffer back to the pool, unless it grew past 64 KiB for a large batch.
+func (s *Server) putSealBuf(bp *[]byte, rec []byte) {
+	if cap(rec) <= 64<<10 {
+		*bp = rec[:0]
+		s.sealBufs.Put(bp)
+	}
 }
 
 // writeNow seals p and writes what the socket takes now, for the short frames that precede a
@@ -350,13 +349,13 @@ func (c *conn) writeNow(p []byte) {
 	if len(c.tls.out) > 0 {
 		return
 	}
-	rec, release, err := c.seal([][]byte{p})
+	rec, bp, err := c.seal([][]byte{p})
 	if err == nil {
 		if n, _ := rawWrite(c.fd, rec); n > 0 && n < len(rec) {
 			c.tls.out = append([]byte(nil), rec[n:]...)
 		}
 	}
-	release()
+	c.srv.putSealBuf(bp, rec)
 }
 
 // closeNotify tells the client we send nothing more, if the socket takes it now; under c.mu.
@@ -402,8 +401,8 @@ func (c *conn) tryWritevTLS(bufs [][]byte) (int, error) {
 		}
 	}
 	mark := c.tls.rec.Mark()
-	rec, release, err := c.seal(bufs)
-	defer release()
+	rec, bp, err := c.seal(bufs)
+	defer c.srv.putSealBuf(bp, rec)
 	if err != nil {
 		return 0, err
 	}
@@ -448,15 +447,15 @@ func (c *conn) writevTLS(bufs [][]byte) (int64, error) {
 		if err == nil && len(c.tls.out) == 0 && len(bufs) > 0 {
 			// A batch is sealed once; what the socket does not take now waits in c.tls.out.
 			var rec []byte
-			var release func()
-			if rec, release, err = c.seal(bufs); err == nil {
+			var bp *[]byte
+			if rec, bp, err = c.seal(bufs); err == nil {
 				var n int
 				if n, err = c.writeRaw(rec); err == nil && n < len(rec) {
 					c.tls.out = append([]byte(nil), rec[n:]...)
 				}
 				bufs = nil
 			}
-			release()
+			c.srv.putSealBuf(bp, rec)
 		}
 		done := len(c.tls.out) == 0 && len(bufs) == 0
 		c.tls.mu.Unlock()

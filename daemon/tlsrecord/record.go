@@ -272,10 +272,10 @@ func (s *State) sealAt(dst []byte, start int, typ byte) ([]byte, error) {
 	hdr := dst[start : start+headerLen]
 	hdr[0], hdr[1], hdr[2] = typeAppData, 3, 3
 	binary.BigEndian.PutUint16(hdr[3:], uint16(n))
-	var aad [headerLen]byte
-	copy(aad[:], hdr)
+	// The header is the additional data where it lies, before the output (a copy on the stack
+	// would escape to the heap through the interface call).
 	nonce := s.w.nonce()
-	dst = a.Seal(dst[:start+headerLen], nonce[:], plain, aad[:])
+	dst = a.Seal(dst[:start+headerLen], nonce[:], plain, hdr)
 	s.w.seq++
 	return dst, nil
 }
@@ -331,10 +331,8 @@ func (s *State) openRecord(dst, rec []byte, discard bool) ([]byte, Input, error)
 	if err != nil {
 		return dst, res, err
 	}
-	var aad [headerLen]byte
-	copy(aad[:], rec[:headerLen])
 	nonce := s.r.nonce()
-	plain, err := a.Open(rec[headerLen:headerLen], nonce[:], rec[headerLen:], aad[:])
+	plain, err := a.Open(rec[headerLen:headerLen], nonce[:], rec[headerLen:], rec[:headerLen])
 	if err != nil {
 		return dst, res, ErrDecrypt
 	}
