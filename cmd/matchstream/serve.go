@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2/altsrc"
 
 	"matchstream/daemon"
+	"matchstream/daemon/certs"
 	"matchstream/daemon/handover"
 	"matchstream/daemon/listen"
 )
@@ -132,6 +133,11 @@ func serveCommand() *cli.Command {
 				return err
 			}
 			if c.Bool("check") {
+				if cfg.TLS.Enabled() {
+					if _, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key); err != nil {
+						return failure(err, "--tls-cert and --tls-key: a PEM chain and its key, readable by this user")
+					}
+				}
 				admin := cfg.Listen.Admin
 				if admin == "" {
 					admin = "none"
@@ -139,6 +145,12 @@ func serveCommand() *cli.Command {
 				fmt.Fprintf(c.App.Writer, "configuration OK\napi %s\nadmin %s\nstream %d ports %s..%s\nbacklog %d\nstore %s\nwatcher token file %s\n",
 					cfg.Listen.API, admin, len(cfg.Listen.Stream), cfg.Listen.Stream[0], cfg.Listen.Stream[len(cfg.Listen.Stream)-1],
 					cfg.Listen.Backlog, cfg.StoreShown(), cfg.TokenFile())
+				if n := len(cfg.Listen.StreamTLS); n > 0 {
+					fmt.Fprintf(c.App.Writer, "stream-tls %d ports %s..%s\n", n, cfg.Listen.StreamTLS[0], cfg.Listen.StreamTLS[n-1])
+				}
+				if cfg.TLS.Enabled() {
+					fmt.Fprintf(c.App.Writer, "tls certificate %s, key %s, api https %v\n", cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.API)
+				}
 				return nil
 			}
 			level := new(slog.LevelVar)

@@ -108,6 +108,10 @@ func (h *Handler) sseOverTLS(c *tls.Conn, id string, after uint64, resume bool) 
 		h.log.Debug("event stream refused", "match", id, "err", err)
 		return
 	}
+	if ev := h.lns.Events; ev != nil { // counted with the API port's other event streams
+		ev.Conns.Add(1)
+		defer ev.Conns.Add(-1)
+	}
 	// Whatever the browser sends is ignored; the read ends when it goes away or the hub closes c.
 	buf := make([]byte, 512)
 	for {
