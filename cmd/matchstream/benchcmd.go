@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -28,7 +29,7 @@ func benchCommand() *cli.Command {
 			"run. --find-limit doubles N (and C) until a client fails or --max-latency is crossed.\n" +
 			"Above --per-process clients (default: the open-files limit, 20,000 here, less 256) the\n" +
 			"clients are spread over several worker processes.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			apiFlag(),
 			&cli.StringFlag{Name: "token", EnvVars: env("watcher-token"), Usage: "watcher bearer token"},
 			&cli.StringFlag{Name: "token-file", EnvVars: env("watcher-token-file"), Usage: "file holding the watcher token"},
@@ -50,12 +51,11 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "per-process", Usage: "clients per client process (default: the open-files limit less 256)"},
 			&cli.StringFlag{Name: "transport", Value: "tcp", Usage: "how clients watch, comma-separated, each measured in turn: tcp (protocol v3 on the stream ports), tls (the same on the TLS stream ports), v1 (the original's protocol on the stream ports), sse (Server-Sent Events on the API port, as browsers)"},
 			&cli.BoolFlag{Name: "tls", Usage: "TLS beside plain in the same run: adds the tls transport after the others, and nats-tls after a nats baseline; the report sets TLS against plain (RSS per client, time to the last client, handshakes/s)"},
-			&cli.StringFlag{Name: "stream-tls", Usage: "without --spawn: the daemon's TLS stream ports (host:first-last), for the tls transport"},
-			&cli.StringFlag{Name: "ca", Usage: "without --spawn: the PEM file that trusts the daemon's certificate, for the tls transport"},
+			&cli.StringFlag{Name: "stream-tls", Usage: "without --spawn: the daemon's TLS stream ports (host:first-last), for the tls transport (with --ca or --insecure)"},
 			&cli.DurationFlag{Name: "settle", Usage: "wait this long after the last connect before reading RSS (3m shows what held connections cost, once the connect burst's garbage is collected)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
 			&cli.StringFlag{Name: "report", Usage: "also write a self-contained HTML report to this file"},
-		},
+		}, tlsFlags()...),
 		Action: runBench,
 	}
 }
@@ -79,11 +79,11 @@ func benchClientsCommand() *cli.Command {
 		Hidden: true,
 		Usage:  "a bench worker: holds a share of the clients, driven on stdin",
 		Flags: []cli.Flag{&cli.StringFlag{Name: "addrs"}, &cli.StringFlag{Name: "matches"}, &cli.StringFlag{Name: "transport", Value: "tcp"}, &cli.IntFlag{Name: "offset"},
-			&cli.StringFlag{Name: "ca", Usage: "TLS: the daemon's CA file (empty: plain TCP)"},
+			&cli.StringFlag{Name: "ca", Usage: "TLS: the daemon's CA file (empty: plain TCP)"}, &cli.BoolFlag{Name: "insecure"},
 			&cli.IntFlag{Name: "n"}, &cli.IntFlag{Name: "c", Value: 100}},
 		Action: func(c *cli.Context) error {
 			return bench.ServeClients(c.Context, strings.Split(c.String("addrs"), ","), strings.Split(c.String("matches"), ","),
-				c.String("transport"), c.String("ca"), c.Int("offset"), c.Int("n"), c.Int("c"), os.Stdin, os.Stdout)
+				c.String("transport"), c.String("ca"), c.Bool("insecure"), c.Int("offset"), c.Int("n"), c.Int("c"), os.Stdin, os.Stdout)
 		},
 	}
 }
@@ -141,18 +141,26 @@ func runBench(c *cli.Context) error {
 			return usageErr(fmt.Errorf("unknown baseline %q: want floor, naive, nats, nats-tls or mosquitto", b), "")
 		}
 	}
+	if !cfg.Spawn {
+		hc, err := httpClient(c, 30*time.Second) // an https:// --api, with --ca or --insecure
+		if err != nil {
+			return err
+		}
+		cfg.HTTP = hc
+	}
 	if slices.Contains(cfg.Transports, "tls") && !cfg.Spawn {
-		if c.String("stream-tls") == "" || c.String("ca") == "" {
-			return usageErr(errors.New("the tls transport without --spawn needs --stream-tls and --ca"), "")
+		if c.String("stream-tls") == "" || (c.String("ca") == "" && !c.Bool("insecure")) {
+			return usageErr(errors.New("the tls transport without --spawn needs --stream-tls, and --ca or --insecure"), "")
 		}
 		addrs, err := listen.ParseRange(c.String("stream-tls"))
 		if err != nil {
 			return usageErr(err, "")
 		}
-		cfg.StreamTLS, cfg.CAFile = addrs, c.String("ca")
-		if cfg.TLS, err = bench.ClientTLS(cfg.CAFile); err != nil {
-			return usageErr(fmt.Errorf("--ca: %w", err), "")
+		cfg.StreamTLS, cfg.CAFile, cfg.Insecure = addrs, c.String("ca"), c.Bool("insecure")
+		if cfg.TLS, err = clientTLS(c); err != nil {
+			return err
 		}
+		cfg.TLS.ServerName, _, _ = net.SplitHostPort(addrs[0])
 	}
 	var lim syscall.Rlimit
 	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)

@@ -62,6 +62,10 @@ type Config struct {
 	StreamTLS []string
 	TLS       *tls.Config
 	CAFile    string
+	Insecure  bool // the tls transport does not verify the daemon's certificate (--insecure)
+	// HTTP is the client for the daemon's API (one that trusts its certificate, for HTTPS); nil:
+	// http.DefaultClient.
+	HTTP *http.Client
 	// Settle is a pause between the last connect and the RSS reading: what the connect burst
 	// allocated (HTTP request state, fasthttp's idle workers' stacks) is then collected and
 	// returned, and the reading shows what the held connections cost.
@@ -373,11 +377,11 @@ func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string
 		if len(cfg.Transports) == 1 {
 			transport = cfg.Transports[0]
 		}
-		caFile := ""
+		var tw *workerTLS
 		if tlsCfg != nil {
-			caFile = cfg.CAFile
+			tw = &workerTLS{caFile: cfg.CAFile, insecure: cfg.Insecure}
 		}
-		w, err := spawnWorkers(ctx, cfg.Users, cfg.Concurrency, per, addrs, ids, transport, caFile)
+		w, err := spawnWorkers(ctx, cfg.Users, cfg.Concurrency, per, addrs, ids, transport, tw)
 		if err != nil {
 			return nil, err
 		}
@@ -486,6 +490,13 @@ func measureLoad(ctx context.Context, cfg *Config, server string, addrs []string
 	return fig, nil
 }
 
+func (c *Config) httpClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return http.DefaultClient
+}
+
 // ClientTLS trusts the certificates in caFile (a spawned daemon's self-signed one), for 127.0.0.1.
 func ClientTLS(caFile string) (*tls.Config, error) {
 	pool, err := certs.Pool(caFile)
@@ -501,7 +512,7 @@ func post(cfg *Config, id string, e match.Event) (time.Duration, error) {
 	body, _ := json.Marshal(e)
 	req, _ := http.NewRequest(http.MethodPost, strings.TrimRight(cfg.API, "/")+"/matches/"+id+"/events", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+cfg.Token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := cfg.httpClient().Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("post event: %w", err)
 	}
@@ -585,7 +596,7 @@ func waitSubscribers(cfg *Config, ids []string, expect int) error {
 				ID          string `json:"id"`
 				Subscribers int    `json:"subscribers"`
 			}
-			if r, err := http.Get(strings.TrimRight(api, "/") + "/matches"); err == nil {
+			if r, err := cfg.httpClient().Get(strings.TrimRight(api, "/") + "/matches"); err == nil {
 				json.NewDecoder(r.Body).Decode(&list)
 				r.Body.Close()
 			}

@@ -71,13 +71,16 @@ type workerReport struct {
 // ServeClients is a worker process (`matchstream bench-clients`): it connects n clients, numbered
 // from offset, and answers the parent on stdin/stdout:
 // "WAIT <k> <timeout ns>" → "GOT <ok> <last arrival ns>"; "END" → one JSON workerReport line.
-func ServeClients(ctx context.Context, addrs, ids []string, transport, caFile string, offset, n, c int, in io.Reader, out io.Writer) error {
+func ServeClients(ctx context.Context, addrs, ids []string, transport, caFile string, insecure bool, offset, n, c int, in io.Reader, out io.Writer) error {
 	line := func(i int) string {
 		g := offset + i
 		return connectLine(transport, g, ids[g%len(ids)])
 	}
 	var tlsCfg *tls.Config
-	if caFile != "" {
+	switch {
+	case insecure:
+		tlsCfg = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
+	case caFile != "":
 		var err error
 		if tlsCfg, err = ClientTLS(caFile); err != nil {
 			return err
@@ -130,7 +133,13 @@ type workers struct {
 }
 
 // spawnWorkers starts ceil(n/per) workers, each connecting its share with its share of c.
-func spawnWorkers(ctx context.Context, n, c, per int, addrs, ids []string, transport, caFile string) (*workers, error) {
+// workerTLS is how workers speak TLS to the daemon: trusting caFile, or not verifying.
+type workerTLS struct {
+	caFile   string
+	insecure bool
+}
+
+func spawnWorkers(ctx context.Context, n, c, per int, addrs, ids []string, transport string, tw *workerTLS) (*workers, error) {
 	exe, err := selfExe()
 	if err != nil {
 		return nil, err
@@ -141,8 +150,12 @@ func spawnWorkers(ctx context.Context, n, c, per int, addrs, ids []string, trans
 	errs := make([]error, count)
 	for i := range count {
 		share := min(per, n-i*per)
-		cmd := exec.CommandContext(ctx, exe, "bench-clients", "--addrs", strings.Join(addrs, ","), "--matches", strings.Join(ids, ","), "--transport", transport,
-			"--offset", strconv.Itoa(i*per), "-n", strconv.Itoa(share), "-c", strconv.Itoa(max(1, c/count)), "--ca", caFile)
+		args := []string{"bench-clients", "--addrs", strings.Join(addrs, ","), "--matches", strings.Join(ids, ","), "--transport", transport,
+			"--offset", strconv.Itoa(i*per), "-n", strconv.Itoa(share), "-c", strconv.Itoa(max(1, c/count))}
+		if tw != nil {
+			args = append(args, "--ca", tw.caFile, "--insecure="+strconv.FormatBool(tw.insecure))
+		}
+		cmd := exec.CommandContext(ctx, exe, args...)
 		in, _ := cmd.StdinPipe()
 		out, _ := cmd.StdoutPipe()
 		cmd.Stderr = os.Stderr
