@@ -151,7 +151,7 @@ func spawnWorkers(ctx context.Context, n, c, per int, addrs, ids []string, trans
 	for i := range count {
 		share := min(per, n-i*per)
 		args := []string{"bench-clients", "--addrs", strings.Join(addrs, ","), "--matches", strings.Join(ids, ","), "--transport", transport,
-			"--offset", strconv.Itoa(i*per), "-n", strconv.Itoa(share), "-c", strconv.Itoa(max(1, c/count))}
+			"--offset", strconv.Itoa(i * per), "-n", strconv.Itoa(share), "-c", strconv.Itoa(max(1, c/count))}
 		if tw != nil {
 			args = append(args, "--ca", tw.caFile, "--insecure="+strconv.FormatBool(tw.insecure))
 		}
