@@ -364,15 +364,6 @@ func (h *Handler) pick(ctx *fasthttp.RequestCtx, tls bool) (c Connect, load int6
 	return Connect{Host: host, Port: p.Number(), TLS: tls}, load, true
 }
 
-// isTrue reads a query flag: 1, true, yes (any case).
-func isTrue(v []byte) bool {
-	switch strings.ToLower(string(v)) {
-	case "1", "true", "yes":
-		return true
-	}
-	return false
-}
-
 func (h *Handler) connect(ctx *fasthttp.RequestCtx) {
 	if id := string(ctx.QueryArgs().Peek("match")); id != "" {
 		if ok := h.discover(ctx, id); !ok {
@@ -380,7 +371,7 @@ func (h *Handler) connect(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	tls := isTrue(ctx.QueryArgs().Peek("tls"))
+	tls := ctx.QueryArgs().GetBool("tls") // 1, true, yes and their spellings
 	best, bestLoad, ok := h.pick(ctx, tls)
 	if !ok {
 		msg := "this daemon has no TLS stream port (--stream-tls)"

@@ -62,7 +62,8 @@ type tlsConn struct {
 // readable handles input: the connect line during the handshake, then nothing but the client going
 // away. A half-close (EOF) is not leaving: `nc -q` and shell pipes close their sending side and still
 // read, so such a client stays subscribed until a write fails or its match ends. peerClosed: the
-// event says the client has half-closed, so the read goes on to the EOF.
+// event says the client has half-closed, so the read goes on to the EOF. On a TLS port the bytes
+// read are records, opened on the way (tls.go); close_notify is the half-close there.
 func (c *conn) readable(hangup, peerClosed bool) {
 	if (c.readDone || c.restoring) && !hangup {
 		return
@@ -75,14 +76,10 @@ func (c *conn) readable(hangup, peerClosed bool) {
 		}
 		return
 	}
-	if c.tls != nil {
-		c.readableTLS(hangup, peerClosed)
-		return
-	}
-	var scratch [256]byte
+	var scratch [2048]byte // what is ignored, and TLS records
 	for {
 		b := scratch[:]
-		if c.sub == nil {
+		if c.sub == nil && c.tls == nil {
 			if c.buf == nil {
 				c.buf = make([]byte, 0, 128)
 			}
@@ -109,29 +106,51 @@ func (c *conn) readable(hangup, peerClosed bool) {
 		case err != nil:
 			c.gone()
 			return
-		case n == 0: // EOF
-			c.readDone = true
-			if c.sub == nil {
-				if len(c.buf) > 0 { // a last line without newline still counts
-					c.handshake(true)
-				} else {
-					c.Close() // went away before saying anything
-				}
-			}
+		case n == 0: // EOF; on a TLS port without close_notify, a truncation
+			c.eof(c.tls == nil)
 			return
 		}
 		// A read that did not fill its buffer emptied the socket: whatever comes later is a new
 		// edge, so the read that would only say EAGAIN is spared (one syscall per connect).
 		drained := n < len(b) && !hangup && !peerClosed
+		if c.tls != nil {
+			closed, err := c.openTLS(b[:n])
+			if err != nil {
+				c.srv.log.Debug("tls: client input", "err", err)
+				c.srv.TLSFailed.Add(1)
+				c.gone()
+				return
+			}
+			if closed {
+				c.eof(true)
+				return
+			}
+		}
 		if c.sub != nil {
 			if drained {
 				return
 			}
 			continue // ignored, as the original ignored anything sent after connecting
 		}
-		c.buf = c.buf[:len(c.buf)+n]
+		if c.tls == nil {
+			c.buf = c.buf[:len(c.buf)+n]
+		}
 		if c.handshake(false) || drained && c.sub != nil {
 			return
+		}
+	}
+}
+
+// eof is the end of the client's input: it may still read, so a subscribed client stays. One
+// still in its handshake has its last line, without a newline, answered if the end was clean,
+// and is closed otherwise.
+func (c *conn) eof(clean bool) {
+	c.readDone = true
+	if c.sub == nil {
+		if len(c.buf) > 0 && clean {
+			c.handshake(true)
+		} else {
+			c.Close() // went away before saying anything
 		}
 	}
 }

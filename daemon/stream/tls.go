@@ -221,7 +221,7 @@ func (s *Server) handshakeTLS(c *conn, cfg *tls.Config) {
 		c.Close()
 		return
 	}
-	c.readableTLS(false, false) // the connect line may have come with the client's Finished
+	c.readable(false, false) // the connect line may have come with the client's Finished
 	c.mu.RLock()
 	waiting := c.handshaking && !c.closed
 	c.mu.RUnlock()
@@ -241,71 +241,18 @@ func fileConn(fd int) (net.Conn, error) {
 	return net.FileConn(f)
 }
 
-// readableTLS is readable for a TLS connection: the bytes read are records, opened here; their
-// application data is the connect line, then ignored; close_notify is the half-close that EOF is
-// on a plain port. A record that does not open ends the connection.
-func (c *conn) readableTLS(hangup, peerClosed bool) {
-	var scratch [2048]byte
-	for {
-		c.mu.RLock()
-		if c.closed {
-			c.mu.RUnlock()
-			return
-		}
-		n, err := rawRead(c.fd, scratch[:])
-		c.mu.RUnlock()
-		switch {
-		case err == unix.EAGAIN:
-			if hangup {
-				c.gone()
-			}
-			return
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			c.gone()
-			return
-		case n == 0: // EOF without close_notify: a truncation, but the client is gone all the same
-			c.readDone = true
-			if c.sub == nil {
-				c.Close()
-			}
-			return
-		}
-		// Under mu: a key update the client asks for is the write side's to send (and a write that
-		// undoes its records must not undo the request with them).
-		c.tls.mu.Lock()
-		buf, in, err := c.tls.rec.Open(c.buf, scratch[:n], c.sub != nil)
-		c.tls.mu.Unlock()
-		if err != nil {
-			c.srv.log.Debug("tls: client input", "err", err)
-			c.srv.TLSFailed.Add(1)
-			c.gone()
-			return
-		}
-		drained := n < len(scratch) && !hangup && !peerClosed
-		if c.sub == nil {
-			c.buf = buf
-			if in.Closed {
-				c.readDone = true
-				if len(c.buf) > 0 {
-					c.handshake(true)
-				} else {
-					c.Close()
-				}
-				return
-			}
-			if len(c.buf) > 0 && c.handshake(false) {
-				return
-			}
-		} else if in.Closed {
-			c.readDone = true // it may still read: it stays subscribed
-			return
-		}
-		if drained {
-			return
-		}
+// openTLS opens the records in, appending their application data to the connect line (or
+// dropping it once subscribed); closed reports close_notify. Under the dispatch lock, and under
+// c.tls.mu too: a key update the client asks for is the write side's to send, and a write that
+// undoes its records must not undo the request with them.
+func (c *conn) openTLS(in []byte) (closed bool, err error) {
+	c.tls.mu.Lock()
+	buf, res, err := c.tls.rec.Open(c.buf, in, c.sub != nil)
+	c.tls.mu.Unlock()
+	if err == nil && c.sub == nil {
+		c.buf = buf
 	}
+	return res.Closed, err
 }
 
 // seal seals bufs into a buffer from the server's pool, under c.tls.mu; the caller gives the

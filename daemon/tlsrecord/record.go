@@ -103,11 +103,6 @@ func New(suite uint16, clientSecret, serverSecret []byte) (*State, error) {
 	return s, nil
 }
 
-// newPeer is the client's side of the same connection, for tests: it seals what the server opens.
-func newPeer(suite uint16, clientSecret, serverSecret []byte) (*State, error) {
-	return New(suite, serverSecret, clientSecret)
-}
-
 // set derives key and IV from a traffic secret (RFC 8446 §7.3) and resets the sequence.
 func (d *direction) set(suite uint16, secret []byte) error {
 	h, keyLen, err := suiteParams(suite)

@@ -14,6 +14,11 @@ import (
 	"matchstream/daemon/daemontest"
 )
 
+// newPeer is the client's side of the same connection: it seals what the server opens.
+func newPeer(suite uint16, clientSecret, serverSecret []byte) (*State, error) {
+	return New(suite, serverSecret, clientSecret)
+}
+
 // pair is a handshake done by Handshake on the server side and crypto/tls on the client side, over
 // loopback TCP: the server's raw socket and state, and the client's tls.Conn.
 func pair(t *testing.T) (net.Conn, *State, *tls.Conn) {
