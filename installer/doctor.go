@@ -7,8 +7,6 @@ package installer
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +19,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"matchstream/daemon/certs"
 	"matchstream/daemon/listen"
 	"matchstream/sysctl"
 )
@@ -403,10 +402,7 @@ func (d *Doctor) Certificate() Check {
 	if d.Now != nil {
 		now = d.Now
 	}
-	pair, err := tls.LoadX509KeyPair(d.Cert, d.Key)
-	if err == nil && pair.Leaf == nil {
-		pair.Leaf, err = x509.ParseCertificate(pair.Certificate[0])
-	}
+	pair, err := certs.Read(d.Cert, d.Key)
 	if err != nil {
 		c.Status, c.Found = FAIL, err.Error()
 		c.Fix = "check --tls-cert and --tls-key (PEM chain and its key, readable by the matchstream group: /etc/matchstream/tls, 0640 root:matchstream)"

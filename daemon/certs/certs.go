@@ -26,8 +26,20 @@ type Cert struct {
 	cur atomic.Pointer[tls.Certificate]
 }
 
-// Load reads a certificate chain and its private key.
+// Load reads a certificate chain and its private key, and refuses an expired certificate.
 func Load(certFile, keyFile string) (*tls.Certificate, error) {
+	c, err := Read(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	if now := time.Now(); now.After(c.Leaf.NotAfter) {
+		return nil, fmt.Errorf("tls certificate %s expired on %s", certFile, c.Leaf.NotAfter.UTC().Format(time.DateOnly))
+	}
+	return c, nil
+}
+
+// Read reads a certificate chain and its private key, expired or not (doctor reports when).
+func Read(certFile, keyFile string) (*tls.Certificate, error) {
 	c, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("tls certificate %s with key %s: %w", certFile, keyFile, err)
@@ -36,9 +48,6 @@ func Load(certFile, keyFile string) (*tls.Certificate, error) {
 		if c.Leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
 			return nil, fmt.Errorf("tls certificate %s: %w", certFile, err)
 		}
-	}
-	if now := time.Now(); now.After(c.Leaf.NotAfter) {
-		return nil, fmt.Errorf("tls certificate %s expired on %s", certFile, c.Leaf.NotAfter.UTC().Format(time.DateOnly))
 	}
 	return &c, nil
 }

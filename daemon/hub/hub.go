@@ -498,7 +498,7 @@ func (s *Subscriber) deliver(frames [][]byte, last, limited bool, posted time.Ti
 		s.queue = append(rest, s.queue...)
 		maxQueue(st, len(s.queue))
 	}
-	if (len(s.queue) > 0 || len(rest) == 0 && backlogged(s.conn)) && !s.closed {
+	if (len(s.queue) > 0 || backlogged(s.conn)) && !s.closed {
 		s.mu.Unlock()
 		s.hub.stats.flushes.Go(s.flush) // the socket is full: wait for it off the broadcaster's path
 		return true

@@ -122,13 +122,9 @@ func Open(cfg Config, log *slog.Logger) (*Set, error) {
 			// The packaged socket units hold the plain ports; TLS ports, which need a certificate
 			// first, are bound here unless a socket unit of the operator's passes them (named
 			// FDNameStreamTLS: the way to a port below 1024, which the sandboxed service cannot bind).
-			for _, addr := range cfg.StreamTLS {
-				ln, berr := Bind(addr, cfg.Backlog)
-				if berr != nil {
-					s.Close()
-					return nil, berr
-				}
-				s.Stream = append(s.Stream, &Port{Listener: ln, TLS: true})
+			if err = s.bindStream(cfg.StreamTLS, cfg.Backlog, true); err != nil {
+				s.Close()
+				return nil, err
 			}
 		}
 		return s, err
@@ -140,19 +136,11 @@ func Open(cfg Config, log *slog.Logger) (*Set, error) {
 			s.Close()
 		}
 	}()
-	for _, addr := range cfg.Stream {
-		ln, err := Bind(addr, cfg.Backlog)
-		if err != nil {
-			return nil, err
-		}
-		s.Stream = append(s.Stream, &Port{Listener: ln})
+	if err := s.bindStream(cfg.Stream, cfg.Backlog, false); err != nil {
+		return nil, err
 	}
-	for _, addr := range cfg.StreamTLS {
-		ln, err := Bind(addr, cfg.Backlog)
-		if err != nil {
-			return nil, err
-		}
-		s.Stream = append(s.Stream, &Port{Listener: ln, TLS: true})
+	if err := s.bindStream(cfg.StreamTLS, cfg.Backlog, true); err != nil {
+		return nil, err
 	}
 	ln, err := Bind(cfg.API, cfg.Backlog)
 	if err != nil {
@@ -170,6 +158,18 @@ func Open(cfg Config, log *slog.Logger) (*Set, error) {
 	}
 	ok = true
 	return s, nil
+}
+
+// bindStream binds a stream port for each of addrs (TLS ports if tls) and adds them to s.
+func (s *Set) bindStream(addrs []string, backlog int, tls bool) error {
+	for _, addr := range addrs {
+		ln, err := Bind(addr, backlog)
+		if err != nil {
+			return err
+		}
+		s.Stream = append(s.Stream, &Port{Listener: ln, TLS: tls})
+	}
+	return nil
 }
 
 // Activation returns the descriptors systemd (or a predecessor) passed this process, and whether

@@ -255,13 +255,9 @@ func (c *conn) openTLS(in []byte) (closed bool, err error) {
 	return res.Closed, err
 }
 
-// seal seals bufs into a buffer from the server's pool, under c.tls.mu; the caller gives the
+// seal seals bufs (total bytes) into a buffer from the server's pool, under c.tls.mu; the caller gives the
 // buffer back with putSealBuf once written (a tail the socket did not take is copied out first).
-func (c *conn) seal(bufs [][]byte) (rec []byte, bp *[]byte, err error) {
-	total := 0
-	for _, b := range bufs {
-		total += len(b)
-	}
+func (c *conn) seal(bufs [][]byte, total int) (rec []byte, bp *[]byte, err error) {
 	bp, _ = c.srv.sealBufs.Get().(*[]byte)
 	if need := total + tlsrecord.Overhead(total); bp == nil || cap(*bp) < need {
 		b := make([]byte, 0, max(need, 4096))
@@ -296,7 +292,7 @@ func (c *conn) writeNow(p []byte) {
 	if len(c.tls.out) > 0 {
 		return
 	}
-	rec, bp, err := c.seal([][]byte{p})
+	rec, bp, err := c.seal([][]byte{p}, len(p))
 	if err == nil {
 		if n, _ := rawWrite(c.fd, rec); n > 0 && n < len(rec) {
 			c.tls.out = append([]byte(nil), rec[n:]...)
@@ -347,8 +343,12 @@ func (c *conn) tryWritevTLS(bufs [][]byte) (int, error) {
 			return 0, err
 		}
 	}
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
 	mark := c.tls.rec.Mark()
-	rec, bp, err := c.seal(bufs)
+	rec, bp, err := c.seal(bufs, total)
 	defer c.srv.putSealBuf(bp, rec)
 	if err != nil {
 		return 0, err
@@ -362,10 +362,6 @@ func (c *conn) tryWritevTLS(bufs [][]byte) (int, error) {
 		return 0, nil
 	case n < len(rec):
 		c.tls.out = append([]byte(nil), rec[n:]...)
-	}
-	total := 0
-	for _, b := range bufs {
-		total += len(b)
 	}
 	return total, nil
 }
@@ -395,7 +391,7 @@ func (c *conn) writevTLS(bufs [][]byte) (int64, error) {
 			// A batch is sealed once; what the socket does not take now waits in c.tls.out.
 			var rec []byte
 			var bp *[]byte
-			if rec, bp, err = c.seal(bufs); err == nil {
+			if rec, bp, err = c.seal(bufs, int(total)); err == nil {
 				var n int
 				if n, err = c.writeRaw(rec); err == nil && n < len(rec) {
 					c.tls.out = append([]byte(nil), rec[n:]...)
