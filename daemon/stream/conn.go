@@ -321,14 +321,19 @@ func (c *conn) TryWritev(bufs [][]byte) (int, error) {
 	if c.tls != nil {
 		return c.tryWritevTLS(bufs)
 	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return 0, errClosed
+	}
+	return c.writeSome(bufs)
+}
+
+// writeSome is one writev(2) of what the socket takes now: EAGAIN is 0 bytes, EINTR is retried;
+// under c.mu (read).
+func (c *conn) writeSome(bufs [][]byte) (int, error) {
 	for {
-		c.mu.RLock()
-		if c.closed {
-			c.mu.RUnlock()
-			return 0, errClosed
-		}
 		n, err := rawWritev(c.fd, bufs)
-		c.mu.RUnlock()
 		switch err {
 		case nil:
 			return n, nil

@@ -440,18 +440,5 @@ func (c *conn) flushOut() error {
 	return nil
 }
 
-// writeRaw is one write(2); EAGAIN is 0 bytes, EINTR is retried.
-func (c *conn) writeRaw(b []byte) (int, error) {
-	for {
-		n, err := rawWrite(c.fd, b)
-		switch err {
-		case nil:
-			return n, nil
-		case unix.EAGAIN:
-			return 0, nil
-		case unix.EINTR:
-			continue
-		}
-		return 0, err
-	}
-}
+// writeRaw is writeSome of one buffer.
+func (c *conn) writeRaw(b []byte) (int, error) { return c.writeSome([][]byte{b}) }
